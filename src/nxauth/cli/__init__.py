@@ -1,0 +1,130 @@
+"""The ``nxauth`` command.
+
+Exit codes (also in ``docs/cli.md``):
+
+==  =====================================================================
+0   success
+1   the operation was refused or found problems (a denied login, a failed
+    check, a user or key that does not exist)
+2   usage error (bad arguments)
+3   configuration or plugin error
+4   store error (corrupt, newer schema, unreadable)
+5   any other error
+==  =====================================================================
+
+Errors are one clear line on stderr; ``--debug`` adds the traceback.
+Command modules are imported only when their command runs, so a command that
+sshd calls on every login starts lean.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from ..authenticator import Authenticator
+
+__all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_STORE", "EXIT_USAGE", "CommandError", "main"]
+
+EXIT_OK: Final = 0
+EXIT_FAIL: Final = 1
+EXIT_USAGE: Final = 2
+EXIT_CONFIG: Final = 3
+EXIT_STORE: Final = 4
+EXIT_ERROR: Final = 5
+
+#: Modules that add subcommands; each has ``register(subparsers)``.
+COMMAND_MODULES: Final[tuple[str, ...]] = ("nxauth.cli.core",)
+
+
+class CommandError(Exception):
+    """A command failed in an expected way: print the message, exit with ``code``."""
+
+    def __init__(self, message: str, code: int = EXIT_FAIL) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def load_authenticator(args: argparse.Namespace, **kwargs: Any) -> Authenticator:
+    """The authenticator for ``--config`` / ``$NXAUTH_CONFIG`` / the default."""
+    from ..authenticator import Authenticator
+
+    return Authenticator.from_file(args.config, **kwargs)
+
+
+def print_json(data: Any) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
+    sys.stdout.write("\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nxauth",
+        description="Two-stage authentication: an SSH transport key, then the real user.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=os.environ.get("NXAUTH_CONFIG") or None,
+        help="configuration file (default: $NXAUTH_CONFIG, /etc/nxauth/nxauth.toml, else the embedded default)",
+    )
+    parser.add_argument("--debug", action="store_true", help="log at DEBUG level and show tracebacks")
+    parser.add_argument("--version", action="store_true", help="print the version and exit")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) and EXIT_USAGE
+    if args.version:
+        from .. import __version__
+
+        print(f"nxauth {__version__}")
+        return EXIT_OK
+    logging.basicConfig(
+        level=logging.DEBUG if args.debug else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    from ..errors import ConfigError, NxauthError, PluginError, StoreError
+
+    try:
+        return handler(args)
+    except CommandError as exc:
+        return _error(args, str(exc), exc.code)
+    except (ConfigError, PluginError) as exc:
+        return _error(args, f"configuration error: {exc}", EXIT_CONFIG)
+    except StoreError as exc:
+        return _error(args, f"store error: {exc}", EXIT_STORE)
+    except NxauthError as exc:
+        return _error(args, str(exc), EXIT_ERROR)
+    except OSError as exc:
+        return _error(args, f"{exc.filename + ': ' if exc.filename else ''}{exc.strerror or exc}", EXIT_ERROR)
+    except KeyboardInterrupt:
+        return 130
+
+
+def _error(args: argparse.Namespace, message: str, code: int) -> int:
+    if args.debug:
+        import traceback
+
+        traceback.print_exc()
+    print(f"nxauth: {message}", file=sys.stderr)
+    return code

@@ -1,0 +1,385 @@
+"""Values that flow through nxauth: secrets, verdicts, grants, identities, events."""
+
+from __future__ import annotations
+
+import enum
+import hmac
+import ipaddress
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Final, final
+
+from .errors import NxauthError, UsageError
+
+__all__ = [
+    "Attempt",
+    "AuthEvent",
+    "ConversationUnavailable",
+    "Decision",
+    "Identity",
+    "Peer",
+    "Reason",
+    "Secret",
+    "TransportGrant",
+    "Verdict",
+]
+
+_EMPTY: Final[Mapping[str, Any]] = MappingProxyType({})
+
+
+@final
+class Secret:
+    """A secret string (a password, a one-time code, a bind password).
+
+    Its ``repr`` and ``str`` are redacted, so a secret that reaches a log
+    line, a pluggy trace or a traceback's locals shows as ``Secret('***')``.
+    Read the value with :meth:`reveal`, at the last moment, where it is
+    handed to the code that checks it.  Comparison is constant-time.
+    """
+
+    __slots__ = ("_value",)
+    __module__ = "nxauth"
+    _value: str
+
+    def __init__(self, value: str | Secret) -> None:
+        if isinstance(value, Secret):
+            value = value._value
+        if not isinstance(value, str):
+            raise UsageError(f"a Secret wraps a str, not {type(value).__name__}")
+        self._value = value
+
+    def reveal(self) -> str:
+        """Return the secret value.  Never log or display what this returns."""
+        return self._value
+
+    def reveal_bytes(self, encoding: str = "utf-8") -> bytes:
+        """Return the secret encoded (``surrogateescape`` never applies)."""
+        return self._value.encode(encoding)
+
+    def is_empty(self) -> bool:
+        """True for the empty string (which nxauth refuses before any backend)."""
+        return not self._value
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    __str__ = __repr__
+
+    def __format__(self, spec: str) -> str:
+        return repr(self)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Secret):
+            return NotImplemented
+        return hmac.compare_digest(
+            self._value.encode("utf-8", "surrogatepass"), other._value.encode("utf-8", "surrogatepass")
+        )
+
+    def __hash__(self) -> int:
+        raise TypeError("Secret is unhashable")
+
+    def __reduce__(self) -> Any:
+        raise TypeError("a Secret cannot be pickled")
+
+
+class Reason(enum.Enum):
+    """Why a decision was taken: for the audit trail, never for the client."""
+
+    __module__ = "nxauth"
+
+    OK = "ok"
+    # session level
+    STAGE_ORDER = "stage-order"
+    ALREADY_AUTHENTICATED = "already-authenticated"
+    TOO_MANY_ATTEMPTS = "too-many-attempts"
+    SESSION_CLOSED = "session-closed"
+    # stage 1
+    WRONG_ACCOUNT = "wrong-account"
+    UNKNOWN_KEY = "unknown-key"
+    KEY_FORMAT = "key-format"
+    KEY_TYPE_REFUSED = "key-type-refused"
+    KEY_TOO_WEAK = "key-too-weak"
+    KEY_EXPIRED = "key-expired"
+    SOURCE_REFUSED = "source-refused"
+    CERTIFICATE_INVALID = "certificate-invalid"
+    BAD_SIGNATURE = "bad-signature"
+    CHALLENGE_INVALID = "challenge-invalid"
+    # stage 2
+    INVALID_USERNAME = "invalid-username"
+    EMPTY_PASSWORD = "empty-password"
+    INVALID_PASSWORD = "invalid-password"
+    BAD_PASSWORD = "bad-password"
+    UNKNOWN_USER = "unknown-user"
+    DISABLED = "disabled"
+    NOT_LISTED = "not-listed"
+    NOT_IN_GROUP = "not-in-group"
+    ACCOUNT_EXPIRED = "account-expired"
+    PASSWORD_EXPIRED = "password-expired"
+    ACCOUNT_LOCKED = "account-locked"
+    RESTRICTED = "restricted"
+    NAME_MISMATCH = "name-mismatch"
+    LOCKED_OUT = "locked-out"
+    CONVERSATION_UNAVAILABLE = "conversation-unavailable"
+    CONVERSATION_FAILED = "conversation-failed"
+    # any stage
+    BACKEND_ERROR = "backend-error"
+    TIMEOUT = "timeout"
+    NO_DECISION = "no-decision"
+    AUDIT_FAILED = "audit-failed"
+    DENIED = "denied"
+
+
+class Decision(enum.Enum):
+    """What one backend said: allow, deny, or abstain ("not my user")."""
+
+    __module__ = "nxauth"
+
+    ALLOW = "allow"
+    DENY = "deny"
+    ABSTAIN = "abstain"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """One backend's answer.  Build it with :meth:`allow`, :meth:`deny` or
+    :meth:`abstain`.
+
+    ``username`` lets an auth backend report the name it ended with (PAM may
+    rewrite ``PAM_USER``); ``groups`` and ``attributes`` flow into the
+    :class:`Identity`; ``detail`` is free text for the audit trail (never a
+    secret).
+    """
+
+    decision: Decision
+    reason: Reason = Reason.OK
+    detail: str = ""
+    username: str | None = None
+    groups: frozenset[str] = frozenset()
+    attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+
+    __module__ = "nxauth"
+
+    @classmethod
+    def allow(
+        cls,
+        *,
+        username: str | None = None,
+        groups: frozenset[str] | set[str] | tuple[str, ...] | list[str] = frozenset(),
+        attributes: Mapping[str, Any] | None = None,
+        detail: str = "",
+    ) -> Verdict:
+        return cls(
+            Decision.ALLOW,
+            Reason.OK,
+            detail,
+            username,
+            frozenset(groups),
+            MappingProxyType(dict(attributes)) if attributes else _EMPTY,
+        )
+
+    @classmethod
+    def deny(cls, reason: Reason, detail: str = "") -> Verdict:
+        if not isinstance(reason, Reason) or reason is Reason.OK:
+            raise UsageError("Verdict.deny needs a Reason other than OK")
+        return cls(Decision.DENY, reason, detail)
+
+    @classmethod
+    def abstain(cls, detail: str = "") -> Verdict:
+        return cls(Decision.ABSTAIN, Reason.NO_DECISION, detail)
+
+    @property
+    def allowed(self) -> bool:
+        return self.decision is Decision.ALLOW
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """The remote end of a connection: an IP address and a port."""
+
+    host: str
+    port: int
+
+    __module__ = "nxauth"
+
+    @classmethod
+    def coerce(cls, value: Peer | tuple[str, int] | None) -> Peer:
+        """Accept a ``Peer``, a ``(host, port)`` tuple (extra items, as in
+        IPv6 socket addresses, are ignored) or ``None`` (unknown peer)."""
+        if value is None:
+            return UNKNOWN_PEER
+        if isinstance(value, Peer):
+            return value
+        if not isinstance(value, tuple | list) or len(value) < 2:
+            raise UsageError("peer must be a (host, port) tuple")
+        host, port = value[0], value[1]
+        if not isinstance(host, str) or isinstance(port, bool) or not isinstance(port, int):
+            raise UsageError("peer must be a (str host, int port) tuple")
+        if not 0 <= port <= 65535:
+            raise UsageError(f"peer port out of range: {port}")
+        try:
+            address = ipaddress.ip_address(host.split("%", 1)[0])
+        except ValueError:
+            raise UsageError("peer host must be an IP address") from None
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped:
+            address = address.ipv4_mapped
+        return cls(str(address), port)
+
+    @property
+    def address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+        try:
+            return ipaddress.ip_address(self.host)
+        except ValueError:
+            return None
+
+    def __str__(self) -> str:
+        return f"{self.host} port {self.port}"
+
+
+UNKNOWN_PEER: Final = Peer("UNKNOWN", 0)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TransportGrant:
+    """Proof that stage 1 succeeded: which key opened the channel, and on
+    what terms.  Integrations enforce ``forced_command`` and the
+    restrictions."""
+
+    account: str
+    key_type: str
+    fingerprint: str
+    source: str
+    method: str = "publickey"
+    comment: str = ""
+    forced_command: str | None = None
+    restrictions: frozenset[str] = frozenset()
+    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    expires: float | None = None
+    certificate_id: str | None = None
+    granted_at: float = field(default_factory=time.time)
+
+    __module__ = "nxauth"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The authenticated user: what stage 2 returns and the host acts on."""
+
+    username: str
+    backend: str
+    peer: Peer
+    session_id: str
+    transport: TransportGrant | None
+    groups: frozenset[str] = frozenset()
+    attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    authenticated_at: float = field(default_factory=time.time)
+
+    __module__ = "nxauth"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AuthEvent:
+    """One decision, as the audit trail records it.  Never holds a secret.
+
+    ``outcome`` is ``"accepted"``, ``"failed"`` or ``"refused"`` (refused:
+    decided before any backend was asked: lockout, stage order, closed
+    session, bad input).  ``username`` is the name as the client sent it,
+    cut to 100 characters; ``invalid_user`` says the user is unknown.
+    """
+
+    stage: int
+    outcome: str
+    reason: Reason
+    method: str
+    username: str
+    peer: Peer
+    session_id: str
+    backend: str | None = None
+    fingerprint: str | None = None
+    invalid_user: bool = False
+    detail: str = ""
+    time: float = field(default_factory=time.time)
+
+    __module__ = "nxauth"
+
+    @property
+    def accepted(self) -> bool:
+        return self.outcome == "accepted"
+
+
+@final
+class ConversationUnavailable(NxauthError):
+    """A backend asked the client a question but the host gave no way to ask."""
+
+    __module__ = "nxauth"
+
+
+Conversation = Callable[[str, bool], "str | Secret"]
+
+
+@final
+class Attempt:
+    """One stage-2 login attempt, as an auth backend sees it.
+
+    ``username`` is already canonical; ``password`` is a :class:`Secret`
+    that is never empty.  :meth:`ask` relays a further question to the
+    client (a one-time code, a new password).  :meth:`info` records a
+    message for the audit trail.
+    """
+
+    __slots__ = ("_conversation", "messages", "password", "peer", "service", "session_id", "transport", "username")
+    __module__ = "nxauth"
+
+    def __init__(
+        self,
+        username: str,
+        password: Secret,
+        *,
+        peer: Peer = UNKNOWN_PEER,
+        session_id: str = "",
+        transport: TransportGrant | None = None,
+        service: str | None = None,
+        conversation: Conversation | None = None,
+    ) -> None:
+        if not isinstance(password, Secret):
+            raise UsageError("Attempt.password must be a nxauth.Secret")
+        self.username = username
+        self.password = password
+        self.peer = peer
+        self.session_id = session_id
+        self.transport = transport
+        self.service = service
+        self._conversation = conversation
+        self.messages: list[str] = []
+
+    def ask(self, prompt: str, echo: bool = False) -> Secret:
+        """Ask the client one more question and return the answer.
+
+        Raises :class:`ConversationUnavailable` when the host gave no
+        conversation callback (the stack turns that into a deny).
+        """
+        if self._conversation is None:
+            raise ConversationUnavailable(f"backend asked {prompt[:60]!r} but no conversation is available")
+        answer = self._conversation(prompt, echo)
+        if isinstance(answer, Secret):
+            return answer
+        if not isinstance(answer, str):
+            raise ConversationUnavailable("the conversation callback returned neither str nor Secret")
+        return Secret(answer)
+
+    @property
+    def can_ask(self) -> bool:
+        return self._conversation is not None
+
+    def info(self, message: str) -> None:
+        """Record a message (PAM info/error text) for the audit trail."""
+        self.messages.append(message)
+
+    def __repr__(self) -> str:
+        return f"Attempt(username={self.username!r}, peer={self.peer!s}, session={self.session_id!r})"

@@ -1,0 +1,73 @@
+"""Username validation and normalization to one canonical name.
+
+The canonical name is used everywhere after stage 2 begins: stacks, the
+allowlist, the throttle, the logs.  It is the NFC form, case-folded unless the
+configuration says ``usernames.case = "preserve"``.
+"""
+
+from __future__ import annotations
+
+import unicodedata
+from typing import Final, final
+
+from .errors import NxauthError
+
+__all__ = ["InvalidUsername", "escape_for_log", "normalize_username"]
+
+_REFUSED_CATEGORIES: Final = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp"})
+LOG_LIMIT: Final = 100
+
+
+@final
+class InvalidUsername(NxauthError, ValueError):
+    """The username cannot be used; the message says why (no secret in it)."""
+
+    __module__ = "nxauth"
+
+
+def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256) -> str:
+    """Return the canonical form of ``raw`` or raise :class:`InvalidUsername`.
+
+    Refused: non-strings, empty names, NUL and other control or format
+    characters, unassigned code points, leading or trailing white space, and
+    names longer than ``max_length`` characters (after normalization).
+    """
+    if not isinstance(raw, str):
+        raise InvalidUsername(f"a username is a str, not {type(raw).__name__}")
+    if not raw:
+        raise InvalidUsername("empty username")
+    if len(raw) > max_length * 4:
+        raise InvalidUsername(f"username longer than {max_length} characters")
+    name = unicodedata.normalize("NFC", raw)
+    if case == "fold":
+        name = unicodedata.normalize("NFC", name.casefold())
+    if len(name) > max_length:
+        raise InvalidUsername(f"username longer than {max_length} characters")
+    if name != name.strip() or raw != raw.strip():
+        raise InvalidUsername("leading or trailing white space")
+    for char in name:
+        if unicodedata.category(char) in _REFUSED_CATEGORIES:
+            raise InvalidUsername(f"control or unassigned character U+{ord(char):04X}")
+    return name
+
+
+def escape_for_log(text: str, limit: int = LOG_LIMIT, *, quoted: bool = False) -> str:
+    """Cut ``text`` to ``limit`` characters and escape what is not printable,
+    white space, backslashes and double quotes, so a log line is one line and greppable
+    (as sshd does with ``strnvis``).  ``quoted``: the text stands between
+    double quotes, so plain spaces may stay."""
+    cut = text[:limit]
+    out = []
+    for char in cut:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == '"':
+            out.append('\\"')
+        elif char.isprintable() and (quoted and char == " " or not char.isspace()):
+            out.append(char)
+        else:
+            code = ord(char)
+            out.append(f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}")
+    if len(text) > limit:
+        out.append("...")
+    return "".join(out)
