@@ -63,7 +63,7 @@ def escape_for_log(text: str, limit: int = LOG_LIMIT, *, quoted: bool = False) -
             out.append("\\\\")
         elif char == '"':
             out.append('\\"')
-        elif char.isprintable() and (quoted and char == " " or not char.isspace()):
+        elif char.isprintable() and ((quoted and char == " ") or not char.isspace()):
             out.append(char)
         else:
             code = ord(char)
