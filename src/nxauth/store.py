@@ -118,15 +118,24 @@ class Store:
             log.warning("%s is readable by group or others (mode %o); it should be 0600", self.path, mode & 0o777)
         if not os.access(self.path, os.R_OK | os.W_OK):
             raise self._error("not readable and writable by this user")
-        conn = self._connect()
+        # Read the version on a bare connection before anything writes to the
+        # file (switching to WAL rewrites the header): a refused file stays as it was.
         try:
-            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            probe = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot open ({exc})") from None
+        try:
+            version = probe.execute("PRAGMA user_version").fetchone()[0]
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
         except sqlite3.DatabaseError as exc:
             raise self._error(f"not a usable database ({exc})") from None
+        finally:
+            probe.close()
         if version > SCHEMA_VERSION:
             raise self._error(
                 f"schema version {version} is newer than this nxauth understands ({SCHEMA_VERSION}); upgrade nxauth"
             )
+        conn = self._connect()
         if version < SCHEMA_VERSION:
             self._migrate(conn)
 

@@ -1,0 +1,111 @@
+"""Shared fixtures for the core tests: an authenticator on a temporary state
+directory, a transport key pair made with ``cryptography``, and an in-memory
+key source."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+import nxauth
+from nxauth.testing import MemoryBackend, RecordingSink
+
+PEER = ("198.51.100.7", 52100)
+
+
+class TransportKey:
+    """An Ed25519 key pair in OpenSSH formats."""
+
+    def __init__(self, comment: str = "test@nxauth") -> None:
+        self.private = ed25519.Ed25519PrivateKey.generate()
+        raw = self.private.public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+        name = b"ssh-ed25519"
+        self.blob = len(name).to_bytes(4, "big") + name + len(raw).to_bytes(4, "big") + raw
+        self.line = f"ssh-ed25519 {base64.b64encode(self.blob).decode()} {comment}"
+
+    def private_openssh(self) -> bytes:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+        )
+
+
+class ListKeySource:
+    """A key source over authorized_keys lines held in memory (linear lookup)."""
+
+    def __init__(self, *lines: str) -> None:
+        self.lines = list(lines)
+        self.calls = 0
+
+    def authorized_keys(self, account: str) -> list[Any]:
+        from nxauth.authorized_keys import parse_authorized_key
+
+        self.calls += 1
+        entries = [parse_authorized_key(line) for line in self.lines]
+        return [entry for entry in entries if entry is not None]
+
+
+@pytest.fixture
+def transport_key() -> TransportKey:
+    return TransportKey()
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def make_auth(
+    tmp_path: Path, transport_key: TransportKey, sink: RecordingSink
+) -> Iterator[Callable[..., nxauth.Authenticator]]:
+    """Build an authenticator: key source ``keys`` holding ``transport_key``,
+    backend ``mem`` (alice/wonderland, bob/builder) in both stacks, unless the
+    mapping says otherwise."""
+    made: list[nxauth.Authenticator] = []
+
+    def build(
+        mapping: Mapping[str, Any] | None = None,
+        *,
+        backends: Mapping[str, object] | None = None,
+        plugins: tuple[object, ...] = (),
+        **kwargs: Any,
+    ) -> nxauth.Authenticator:
+        data: dict[str, Any] = {
+            "state_dir": str(tmp_path / "state"),
+            "transport": {"key_sources": ["keys"]},
+            "auth": [{"use": "mem"}],
+            "account": [{"use": "mem"}],
+        }
+        data.update(mapping or {})
+        given: dict[str, object] = {
+            "keys": ListKeySource(transport_key.line),
+            "mem": MemoryBackend({"alice": "wonderland", "bob": "builder"}, groups={"alice": ["staff"]}),
+        }
+        given.update(backends or {})
+        auth = nxauth.Authenticator(data, backends=given, plugins=(sink, *plugins), entry_points=False, **kwargs)
+        made.append(auth)
+        return auth
+
+    yield build
+    for auth in made:
+        auth.close()
+
+
+@pytest.fixture
+def granted(
+    make_auth: Callable[..., nxauth.Authenticator], transport_key: TransportKey
+) -> Callable[..., nxauth.Session]:
+    """Open a session on ``auth`` and pass stage 1 with the transport key."""
+
+    def open_granted(auth: nxauth.Authenticator, peer: tuple[str, int] = PEER) -> nxauth.Session:
+        session = auth.open_session(peer=peer)
+        session.check_transport_key("nx", transport_key.line)
+        return session
+
+    return open_granted

@@ -1,0 +1,201 @@
+"""Plugin manager: built-ins, entry points, broken plugins, misspelled hooks,
+backend registration and instance building."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import nxauth
+from nxauth import BackendContext, BackendRegistry, ConfigError, PluginError, Verdict, hookimpl
+from nxauth.plugins import collect_backends, make_plugin_manager
+from nxauth.testing import MemoryBackend
+
+
+class Kind:
+    """A plugin that provides backend kind ``mem`` built from options."""
+
+    def __init__(self) -> None:
+        self.contexts: list[BackendContext] = []
+
+    @hookimpl
+    def nxauth_register_backends(self, registry: BackendRegistry) -> None:
+        registry.add("mem", self.build)
+
+    def build(self, context: BackendContext) -> MemoryBackend:
+        self.contexts.append(context)
+        user = context.options.string("user", "alice")
+        return MemoryBackend({user: "pw"})
+
+
+class Misspelled:
+    @hookimpl
+    def nxauth_register_backend(self, registry: BackendRegistry) -> None:  # missing "s"
+        raise AssertionError("never called")
+
+
+class Raising:
+    @hookimpl
+    def nxauth_register_backends(self, registry: BackendRegistry) -> None:
+        raise RuntimeError("broken plugin")
+
+
+def test_fresh_manager_each_time() -> None:
+    pm1, _ = make_plugin_manager(builtins=False, entry_points=False)
+    pm2, _ = make_plugin_manager(builtins=False, entry_points=False)
+    assert pm1 is not pm2
+
+
+def test_fixture_gives_fresh_manager(nxauth_plugin_manager: Any) -> None:
+    assert nxauth_plugin_manager.list_name_plugin() == []
+
+
+def test_misspelled_hook_is_reported_and_others_load() -> None:
+    kind = Kind()
+    pm, errors = make_plugin_manager([Misspelled(), kind], builtins=False, entry_points=False)
+    assert len(errors) == 1 and "nxauth_register_backend" in str(errors[0])
+    assert errors[0].plugin == "Misspelled"
+    registry = collect_backends(pm, errors)
+    assert "mem" in registry
+
+
+def test_raising_registration_is_reported_by_name() -> None:
+    pm, errors = make_plugin_manager([Raising(), Kind()], builtins=False, entry_points=False)
+    registry = collect_backends(pm, errors)
+    assert "mem" in registry
+    assert any("broken plugin" in str(e) and e.plugin == "Raising" for e in errors)
+
+
+def test_duplicate_kind_is_an_error() -> None:
+    pm, errors = make_plugin_manager([Kind(), Kind()], builtins=False, entry_points=False)
+    collect_backends(pm, errors)
+    assert any("already provided" in str(e) for e in errors)
+
+
+class FakeEntryPoint:
+    def __init__(self, name: str, value: str, target: object | Exception) -> None:
+        self.name = name
+        self.value = value
+        self._target = target
+
+    def load(self) -> object:
+        if isinstance(self._target, Exception):
+            raise self._target
+        return self._target
+
+
+def test_entry_points_load_and_a_broken_one_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    good = types.ModuleType("good_plugin")
+    good.nxauth_register_backends = Kind().nxauth_register_backends  # type: ignore[attr-defined]
+    eps = [
+        FakeEntryPoint("broken", "broken_plugin:plugin", ImportError("No module named 'pyotp'")),
+        FakeEntryPoint("good", "good_plugin", good),
+    ]
+
+    def entry_points(group: str) -> list[FakeEntryPoint]:
+        assert group == "nxauth"
+        return eps
+
+    monkeypatch.setattr(importlib.metadata, "entry_points", entry_points)
+    pm, errors = make_plugin_manager(builtins=False, entry_points=True)
+    assert pm.has_plugin("good")
+    assert [e.plugin for e in errors] == ["broken"]
+    assert "pyotp" in str(errors[0])
+
+
+def test_authenticator_uses_plugin_kinds_and_options(tmp_path: Path) -> None:
+    kind = Kind()
+    auth = nxauth.Authenticator(
+        {
+            "state_dir": str(tmp_path),
+            "transport": {"key_sources": []},
+            "backends": {"one": {"kind": "mem", "user": "bob"}},
+            "auth": [{"use": "one"}],
+            "account": [{"use": "mem"}],  # implicit instance of kind "mem"
+        },
+        plugins=[kind],
+        entry_points=False,
+    )
+    assert [c.name for c in kind.contexts] == ["one", "mem"]
+    assert auth.kind_of("one") == "mem"
+    assert auth.describe()["auth"] == [{"use": "one", "control": "required", "kind": "mem"}]
+
+
+@pytest.mark.parametrize(
+    ("data", "key", "message"),
+    [
+        ({"auth": [{"use": "nope"}]}, "auth[0].use", "unknown backend instance 'nope'"),
+        ({"backends": {"x": {"kind": "nokind"}}, "auth": [{"use": "x"}]}, "backends.x.kind", "unknown backend kind"),
+        ({"backends": {"x": {"kind": "mem", "usr": "a"}}, "auth": [{"use": "x"}]}, "backends.x.usr", "unknown option"),
+        (
+            {"transport": {"key_sources": ["mem"]}, "auth": []},
+            "transport.key_sources[0]",
+            "cannot be used as key source",
+        ),
+    ],
+)
+def test_config_errors_at_build(tmp_path: Path, data: dict[str, Any], key: str, message: str) -> None:
+    data = {"state_dir": str(tmp_path), "transport": {"key_sources": []}, "account": [], **data}
+    with pytest.raises(ConfigError, match=message) as info:
+        nxauth.Authenticator(data, plugins=[Kind()], entry_points=False)
+    assert info.value.key == key
+
+
+def test_factory_crash_becomes_plugin_error(tmp_path: Path) -> None:
+    class Crashing:
+        @hookimpl
+        def nxauth_register_backends(self, registry: BackendRegistry) -> None:
+            registry.add("crash", lambda context: 1 / 0)
+
+    with pytest.raises(PluginError, match="ZeroDivisionError") as info:
+        nxauth.Authenticator(
+            {"state_dir": str(tmp_path), "transport": {"key_sources": []}, "auth": [{"use": "crash"}], "account": []},
+            plugins=[Crashing()],
+            entry_points=False,
+        )
+    assert info.value.plugin == "Crashing"
+
+
+def test_strict_plugins_raise(tmp_path: Path) -> None:
+    with pytest.raises(PluginError):
+        nxauth.Authenticator(
+            {"state_dir": str(tmp_path), "plugins": {"strict": True}, "transport": {"key_sources": []}, "auth": []},
+            plugins=[Misspelled()],
+            entry_points=False,
+        )
+
+
+def test_no_module_level_manager() -> None:
+    import pluggy
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith("nxauth"):
+            for value in vars(module).values():
+                assert not isinstance(value, pluggy.PluginManager), f"{name} holds a plugin manager"
+
+
+def test_backend_without_role_method_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="cannot be used as auth"):
+        nxauth.Authenticator(
+            {"state_dir": str(tmp_path), "transport": {"key_sources": []}, "auth": [{"use": "x"}], "account": []},
+            backends={"x": object()},
+            entry_points=False,
+        )
+
+
+def test_code_backends_compose_a_pipeline(tmp_path: Path) -> None:
+    class Always:
+        def authenticate(self, attempt: nxauth.Attempt) -> Verdict:
+            return Verdict.allow()
+
+    auth = nxauth.Authenticator(
+        {"state_dir": str(tmp_path), "transport": {"key_sources": []}, "auth": [{"use": "always"}], "account": []},
+        backends={"always": Always()},
+        entry_points=False,
+    )
+    assert "always" in auth.backends

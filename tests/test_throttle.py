@@ -1,0 +1,118 @@
+"""Throttle: sliding window, growing lockout, exempt networks, persistence."""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+
+import pytest
+
+from nxauth import Peer
+from nxauth.config import ThrottleConfig
+from nxauth.store import Store
+from nxauth.throttle import Throttle, source_key
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+def make(tmp_path: Path, clock: Clock, **kw: object) -> Throttle:
+    store = Store(tmp_path / "t.db")
+    config = ThrottleConfig(**{"max_user_failures": 3, "max_source_failures": 5, "window": 100.0, **kw})  # type: ignore[arg-type]
+    return Throttle(lambda: store, config, clock=clock)
+
+
+PEER = Peer("198.51.100.7", 1)
+
+
+def test_source_keys() -> None:
+    assert source_key("198.51.100.7") == "addr:198.51.100.7"
+    assert source_key("2001:db8:1:2:3:4:5:6") == "net:2001:db8:1:2::/64"
+    assert source_key("::ffff:10.0.0.1") == "addr:10.0.0.1"
+    assert source_key("UNKNOWN") is None
+
+
+def test_user_lockout_after_limit_and_growth(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock, lockout=10.0, max_lockout=35.0)
+    assert throttle.record_failure("alice", PEER) is None
+    assert throttle.record_failure("alice", PEER) is None
+    lock = throttle.record_failure("alice", PEER)
+    assert lock is not None and lock.key == "user:alice" and lock.until == clock.now + 10
+    assert throttle.check("alice", Peer("203.0.113.9", 1)) is not None  # per user, from anywhere
+    clock.now += 11
+    assert throttle.check("alice", PEER) is None
+    for _ in range(3):
+        lock = throttle.record_failure("alice", Peer("203.0.113.9", 1))
+    assert lock is not None and lock.until == clock.now + 20  # doubled
+    clock.now += 21
+    for _ in range(3):
+        lock = throttle.record_failure("alice", Peer("203.0.113.10", 1))
+    assert lock is not None and lock.until == clock.now + 35  # capped
+
+
+def test_sliding_window_forgets_old_failures(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock)
+    throttle.record_failure("bob", PEER)
+    throttle.record_failure("bob", PEER)
+    clock.now += 101
+    assert throttle.record_failure("bob", PEER) is None
+
+
+def test_source_lockout_covers_every_username(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock)
+    for index in range(5):
+        throttle.record_failure(f"user{index}", PEER)
+    lock = throttle.check("somebody-else", PEER)
+    assert lock is not None and lock.key == "addr:198.51.100.7"
+
+
+def test_ipv6_counts_per_64(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock)
+    for index in range(5):
+        throttle.record_failure(f"u{index}", Peer(f"2001:db8:0:1::{index + 1}", 1))
+    assert throttle.check("x", Peer("2001:db8:0:1::ffff", 1)) is not None
+    assert throttle.check("x", Peer("2001:db8:0:2::1", 1)) is None
+
+
+def test_success_clears_user_but_not_source(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock)
+    throttle.record_failure("alice", PEER)
+    throttle.record_failure("alice", PEER)
+    throttle.record_success("alice", PEER)
+    assert throttle.record_failure("alice", PEER) is None  # counting starts again
+    assert throttle._store().execute("SELECT count(*) FROM throttle_failures WHERE key='addr:198.51.100.7'")[0][0] == 3
+
+
+def test_exempt_networks_are_not_counted(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock, exempt=(ipaddress.ip_network("198.51.100.0/24"),))
+    for _ in range(10):
+        assert throttle.record_failure("alice", PEER) is None
+    assert throttle.check("alice", PEER) is None
+
+
+def test_state_survives_restart_and_unlock(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock)
+    for _ in range(3):
+        throttle.record_failure("alice", PEER)
+    again = make(tmp_path, clock)
+    assert again.check("alice", PEER) is not None
+    assert [lock.key for lock in again.status()] == ["user:alice"]
+    assert again.unlock("user:alice") >= 1
+    assert again.check("alice", PEER) is None
+
+
+def test_disabled_throttle_counts_nothing(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock, enabled=False)
+    for _ in range(10):
+        assert throttle.record_failure("alice", PEER) is None
+    assert throttle.check("alice", PEER) is None
