@@ -9,6 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, final
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING, Any, final
 import pluggy
 
 from .audit import JsonLinesSink, LoggingSink, SyslogSink
-from .config import BackendConfig, Config, StackEntry, default_config_path, load_config, parse_config
+from .config import BackendConfig, Config, Control, StackEntry, default_config_path, load_config, parse_config
 from .errors import ConfigError, NxauthError, PluginError, UsageError
 from .model import AuthEvent, Peer
 from .plugins import BackendContext, BackendRegistry, collect_backends, describe_plugins, make_plugin_manager
@@ -30,6 +31,19 @@ if TYPE_CHECKING:
 __all__ = ["Authenticator"]
 
 log = logging.getLogger("nxauth")
+
+PlannedStep = tuple[str, Control, Callable[[Any], Any], float | None]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The stacks, bound to their backends' methods."""
+
+    auth: tuple[PlannedStep, ...]
+    account: tuple[PlannedStep, ...]
+    needs_timeouts: bool
+
 
 ROLE_METHODS = {"key source": "authorized_keys", "auth": "authenticate", "account": "check_account"}
 
@@ -90,6 +104,7 @@ class Authenticator:
         self._register_sinks()
         self.throttle = Throttle(lambda: self.store, config.throttle, clock=clock)
         self.backends: Mapping[str, object] = MappingProxyType(self._build_backends(dict(backends or {})))
+        self.plan = self._make_plan()
 
     # ------------------------------------------------------------ building
 
@@ -199,6 +214,18 @@ class Authenticator:
             need(entry.use, "auth", f"{entry.key}.use")
         for entry in self.config.account:
             need(entry.use, "account", f"{entry.key}.use")
+
+    def _make_plan(self) -> Plan:
+        """Bind each stack entry to its backend method once, not per login."""
+
+        def steps(entries: tuple[StackEntry, ...], method: str) -> tuple[PlannedStep, ...]:
+            return tuple(
+                (e.use, e.control, getattr(self.backends[e.use], method), self.timeout_of(e.use)) for e in entries
+            )
+
+        auth = steps(self.config.auth, "authenticate")
+        account = steps(self.config.account, "check_account")
+        return Plan(auth, account, any(step[3] is not None for step in (*auth, *account)))
 
     # ------------------------------------------------------------ long-lived things
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import functools
 import hmac
 import ipaddress
 import time
@@ -230,13 +231,19 @@ class Peer:
 
     @property
     def address(self) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-        try:
-            return ipaddress.ip_address(self.host)
-        except ValueError:
-            return None
+        """The host as an address object (``None`` for an unknown peer); parsed once."""
+        return _parse_address(self.host)
 
     def __str__(self) -> str:
         return f"{self.host} port {self.port}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_address(host: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        return ipaddress.ip_address(host)
+    except ValueError:
+        return None
 
 
 UNKNOWN_PEER: Final = Peer("UNKNOWN", 0)

@@ -8,17 +8,20 @@ before stage 1 succeeded; ``identity`` raises before stage 2 succeeded.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import inspect
 import logging
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from .errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from .model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
-from .stack import Step, evaluate
+from .stack import Outcome, Step, evaluate
 from .usernames import InvalidUsername, normalize_username
 
 if TYPE_CHECKING:
@@ -284,24 +287,15 @@ class Session:
         policy = KeyPolicy(allowed_types=cfg.allowed_key_types, rsa_min_bits=cfg.rsa_min_bits)
         lookup = lookup_blob(key)
         now = self._auth.clock()
-        first_refusal: tuple[Reason, str, str] | None = None
-        errors = 0
+        refused: tuple[Reason, str, str] | None = None  # the first policy refusal: most precise
+        broken: tuple[Reason, str, str] | None = None  # the first source that failed
         for name in cfg.key_sources:
             try:
                 candidates = self._find(self._auth.backends[name], account, lookup)
-            except Exception as exc:  # noqa: BLE001 - a failing source contributes nothing
-                errors += 1
-                log.warning("key source %s failed: %s: %s", name, type(exc).__name__, exc)
-                if first_refusal is None:
-                    first_refusal = (Reason.BACKEND_ERROR, name, f"{type(exc).__name__}: {str(exc)[:200]}")
-                continue
-            try:
                 decision = evaluate_key(policy, key, candidates, account=account, peer_host=self.peer.host, now=now)
-            except Exception as exc:  # noqa: BLE001 - fail closed
-                log.error("key policy raised %s for source %s", type(exc).__name__, name)
-                decision = None
-                if first_refusal is None:
-                    first_refusal = (Reason.BACKEND_ERROR, name, f"policy: {type(exc).__name__}")
+            except Exception as exc:  # noqa: BLE001 - a failing source contributes nothing: fail closed
+                log.warning("key source %s failed: %s: %s", name, type(exc).__name__, exc)
+                broken = broken or (Reason.BACKEND_ERROR, name, f"{type(exc).__name__}: {str(exc)[:200]}")
                 continue
             if decision.allowed and decision.entry is not None:
                 grant = TransportGrant(
@@ -335,13 +329,12 @@ class Session:
                 self._grant = grant
                 self._state = SessionState.TRANSPORT_OK
                 return grant
-            if decision.reason is not Reason.UNKNOWN_KEY and (
-                first_refusal is None or first_refusal[0] in (Reason.BACKEND_ERROR,)
-            ):
-                first_refusal = (decision.reason, name, decision.detail)
-        if first_refusal is None:
+            if decision.reason is not Reason.UNKNOWN_KEY:
+                refused = refused or (decision.reason, name, decision.detail)
+        outcome = refused or broken
+        if outcome is None:
             self._fail(1, Reason.UNKNOWN_KEY, method, account, fingerprint=fingerprint, detail=key.describe())
-        reason, backend, detail = first_refusal
+        reason, backend, detail = outcome
         self._fail(1, reason, method, account, backend=backend, fingerprint=fingerprint, detail=detail)
 
     # ------------------------------------------------------------ stage 2
@@ -398,7 +391,7 @@ class Session:
             self._record_failure(None)
             self._fail(2, Reason.INVALID_USERNAME, "password", shown, invalid_user=True, detail=str(exc))
         try:
-            lockout = auth.throttle.check(username, self.peer)
+            lockout, dirty = auth.throttle.check_state(username, self.peer)
         except StoreError as exc:
             self._fail(2, Reason.BACKEND_ERROR, "password", username, detail=f"throttle: {exc}")
         if lockout is not None:
@@ -431,7 +424,7 @@ class Session:
         ):
             self._fail(2, Reason.AUDIT_FAILED, "password", username, backend=identity.backend)
         try:
-            auth.throttle.record_success(username, self.peer)
+            auth.throttle.record_success(username, self.peer, dirty=dirty)
         except StoreError as exc:
             log.warning("throttle: cannot record success: %s", exc)
         self._identity = identity
@@ -467,60 +460,34 @@ class Session:
             transport=self._grant,
             conversation=conversation,
         )
-        timeouts = auth.timeout_executor() if any(auth.timeout_of(e.use) for e in (*cfg.auth, *cfg.account)) else None
-        steps = [
-            Step(e.use, e.control, _bind(auth.backends[e.use], "authenticate", attempt), auth.timeout_of(e.use))
-            for e in cfg.auth
-        ]
-        result = evaluate(steps, timeouts)
+        timeouts = auth.timeout_executor() if auth.plan.needs_timeouts else None
+        result = evaluate([Step(n, c, partial(m, attempt), t) for n, c, m, t in auth.plan.auth], timeouts)
         if not result.allowed:
             raise _Denied(
                 result.verdict.reason, backend=result.decided_by, detail=_trail_detail(result.verdict, attempt)
             )
         for outcome in result.allowed_by:
             reported = outcome.verdict.username
-            if reported is not None and _canonical(auth, reported) != username:
+            if reported is not None and reported != username and _canonical(auth, reported) != username:
                 raise _Denied(
                     Reason.NAME_MISMATCH, backend=outcome.name, detail=f"backend reported user {reported[:100]!r}"
                 )
         backend = result.allowed_by[0].name
         groups, attributes = _merge(result.allowed_by)
-        provisional = Identity(username, backend, self.peer, self.id, self._grant, frozenset(groups), attributes)
-        steps = [
-            Step(e.use, e.control, _bind(auth.backends[e.use], "check_account", provisional), auth.timeout_of(e.use))
-            for e in cfg.account
-        ]
-        account = evaluate(steps, timeouts)
+        identity = Identity(
+            username, backend, self.peer, self.id, self._grant, groups, attributes, authenticated_at=auth.clock()
+        )
+        account = evaluate([Step(n, c, partial(m, identity), t) for n, c, m, t in auth.plan.account], timeouts)
         if not account.allowed:
             raise _Denied(account.verdict.reason, backend=account.decided_by, detail=account.verdict.detail)
         more_groups, more_attributes = _merge(account.allowed_by)
-        if more_groups or more_attributes:
-            attributes = {**more_attributes, **attributes}
-            return Identity(
-                username,
-                backend,
-                self.peer,
-                self.id,
-                self._grant,
-                frozenset(groups | more_groups),
-                attributes,
-                authenticated_at=auth.clock(),
+        if more_groups - groups or more_attributes.keys() - attributes.keys():
+            identity = dataclasses.replace(
+                identity,
+                groups=groups | more_groups,
+                attributes=MappingProxyType({**more_attributes, **attributes}),
             )
-        return Identity(
-            username,
-            backend,
-            self.peer,
-            self.id,
-            self._grant,
-            frozenset(groups),
-            attributes,
-            authenticated_at=auth.clock(),
-        )
-
-
-def _bind(backend: object, method: str, argument: object) -> Callable[[], Any]:
-    function = getattr(backend, method)
-    return lambda: function(argument)
+        return identity
 
 
 def _canonical(auth: Authenticator, name: str) -> str | None:
@@ -530,16 +497,16 @@ def _canonical(auth: Authenticator, name: str) -> str | None:
         return None
 
 
-def _merge(outcomes: Iterable[Any]) -> tuple[set[str], dict[str, Any]]:
+def _merge(outcomes: Iterable[Outcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
     groups: set[str] = set()
     attributes: dict[str, Any] = {}
     for outcome in outcomes:
-        verdict: Verdict = outcome.verdict
+        verdict = outcome.verdict
         if verdict.decision is Decision.ALLOW:
             groups.update(verdict.groups)
             for key, value in verdict.attributes.items():
                 attributes.setdefault(key, value)
-    return groups, attributes
+    return frozenset(groups), MappingProxyType(attributes)
 
 
 def _trail_detail(verdict: Verdict, attempt: Attempt) -> str:

@@ -10,6 +10,7 @@ in an exempt network are neither counted nor locked out.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import time
 from collections.abc import Callable
@@ -27,6 +28,7 @@ def user_key(username: str) -> str:
     return f"user:{username}"
 
 
+@functools.lru_cache(maxsize=4096)
 def source_key(host: str) -> str | None:
     """``addr:198.51.100.7`` for IPv4, ``net:2001:db8::/64`` for IPv6, ``None``
     when the host is not an IP address."""
@@ -77,19 +79,33 @@ class Throttle:
 
     def check(self, username: str | None, peer: Peer) -> Lockout | None:
         """The lockout that applies to this user or source now, if any."""
+        return self.check_state(username, peer)[0]
+
+    def check_state(self, username: str | None, peer: Peer) -> tuple[Lockout | None, bool]:
+        """The lockout in force (if any), and whether the user has failures or
+        lockouts on record that a success should clear: one read."""
         keys = self._keys(username, peer)
         if not keys:
-            return None
+            return None, False
         marks = ",".join("?" * len(keys))  # placeholders only: no value is formatted into SQL
+        names = [key for key, _ in keys]
+        user = user_key(username) if username is not None else ""
         rows = self._store().execute(
-            f"SELECT key, locked_until, lockouts FROM throttle_locks WHERE key IN ({marks}) AND locked_until > ? "  # noqa: S608
-            "ORDER BY locked_until DESC LIMIT 1",
-            (*(key for key, _ in keys), self.clock()),
+            "SELECT key, locked_until, lockouts FROM throttle_locks "  # noqa: S608
+            f"WHERE key IN ({marks}) AND locked_until > ? "
+            "UNION ALL SELECT 'dirty', EXISTS (SELECT 1 FROM throttle_failures WHERE key = ?) "
+            "OR EXISTS (SELECT 1 FROM throttle_locks WHERE key = ?), 0 "
+            "ORDER BY 2 DESC",
+            (*names, self.clock(), user, user),
         )
-        if not rows:
-            return None
-        key, until, lockouts = rows[0]
-        return Lockout(str(key), float(until), int(lockouts))
+        lockout: Lockout | None = None
+        dirty = False
+        for key, value, lockouts in rows:
+            if key == "dirty":
+                dirty = bool(value)
+            elif lockout is None or float(value) > lockout.until:
+                lockout = Lockout(str(key), float(value), int(lockouts))
+        return lockout, dirty
 
     def record_failure(self, username: str | None, peer: Peer) -> Lockout | None:
         """Count one failure; return the lockout it caused, if any."""
@@ -123,22 +139,16 @@ class Throttle:
                     caused = Lockout(key, until, lockouts + 1)
         return caused
 
-    def record_success(self, username: str, peer: Peer) -> None:
+    def record_success(self, username: str, peer: Peer, *, dirty: bool = True) -> None:
         """Forget the user's failures (a source's failures stay: one good
-        account must not launder an attacker's address)."""
-        if not self.config.enabled or self.exempt(peer):
+        account must not launder an attacker's address).  ``dirty=False``
+        (from :meth:`check_state`) skips the write when there is nothing to forget."""
+        if not dirty or not self.config.enabled or self.exempt(peer):
             return
         key = user_key(username)
-        store = self._store()
-        rows = store.execute(
-            "SELECT EXISTS (SELECT 1 FROM throttle_failures WHERE key = ?) "
-            "OR EXISTS (SELECT 1 FROM throttle_locks WHERE key = ?)",
-            (key, key),
-        )
-        if rows and rows[0][0]:
-            with store.transaction() as tx:
-                tx.execute("DELETE FROM throttle_failures WHERE key = ?", (key,))
-                tx.execute("DELETE FROM throttle_locks WHERE key = ?", (key,))
+        with self._store().transaction() as tx:
+            tx.execute("DELETE FROM throttle_failures WHERE key = ?", (key,))
+            tx.execute("DELETE FROM throttle_locks WHERE key = ?", (key,))
 
     def unlock(self, key: str) -> int:
         """Forget failures and lockouts of one key; return how many rows went."""
