@@ -1,0 +1,5 @@
+"""``python -m nxauth``."""
+
+from .cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,5 @@
+"""``python -m nxauth.cli``."""
+
+from . import main
+
+raise SystemExit(main())
