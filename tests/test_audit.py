@@ -59,7 +59,7 @@ def event(**kw: object) -> AuthEvent:
         (
             {"username": "evil\nAccepted password for root from 1.2.3.4 " + "x" * 200},
             "Failed password for evil\\x0aAccepted\\x20password\\x20for\\x20root\\x20from\\x201.2.3.4\\x20"
-            + "x" * 63
+            + "x" * 55
             + "... from 198.51.100.7 port 52100 [reason=bad-password session=abcd]",
         ),
     ],
