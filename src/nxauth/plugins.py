@@ -40,7 +40,11 @@ ENTRY_POINT_GROUP: Final = "nxauth"
 #: Built-in plugins, registered by import path exactly like third-party ones.
 #: Each module is cheap to import: optional dependencies are imported when a
 #: backend of its kind is first built.
-BUILTIN_PLUGINS: Final[tuple[str, ...]] = ()
+BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
+    "nxauth.backends.passwords",
+    "nxauth.backends.users",
+    "nxauth.backends.system",
+)
 
 
 @final

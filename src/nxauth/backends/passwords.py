@@ -1,0 +1,136 @@
+"""The ``passwords`` backend (auth role): nxauth's own password database.
+
+Passwords live in the users table of the embedded store, hashed with
+argon2id; they may differ from the system's.  Options (all optional)::
+
+    [backends.passwords]
+    time_cost = 2          # argon2id passes for new hashes
+    memory_cost = 19456    # argon2id memory in KiB
+    parallelism = 1        # argon2id lanes
+
+Decisions, each after the same amount of hashing work:
+
+==============================  ==========================================
+the user...                     verdict
+==============================  ==========================================
+is not in the table             deny UNKNOWN_USER (after a dummy verify)
+is listed without a password    deny UNKNOWN_USER (after a dummy verify):
+                                not in the *password* database; never an
+                                allow, and not an abstention either, so a
+                                ``required`` entry still requires a password
+is disabled                     deny DISABLED (after the real verify)
+gave a wrong password           deny BAD_PASSWORD
+gave the right password         allow; an old scheme or old parameters are
+                                re-hashed, with a conditional update that
+                                never overwrites a password changed meanwhile
+==============================  ==========================================
+
+A password that the database can never hold (over 4096 bytes, NUL, not
+UTF-8) is denied INVALID_PASSWORD before the user is even looked up.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import final
+
+from ..errors import StoreError
+from ..hashing import (
+    DEFAULT_MEMORY_COST,
+    DEFAULT_PARALLELISM,
+    DEFAULT_TIME_COST,
+    PasswordHasher,
+    password_refusal,
+)
+from ..hookspecs import hookimpl
+from ..model import Attempt, Reason, Verdict
+from ..plugins import BackendContext, BackendRegistry
+from ..userdb import UserDatabase, user_database
+from ..usernames import escape_for_log
+
+__all__ = ["PasswordsBackend", "hasher_from_options", "nxauth_register_backends"]
+
+log = logging.getLogger("nxauth.backends.passwords")
+
+KIND = "passwords"
+
+
+@final
+class PasswordsBackend:
+    """Checks passwords against the users table.  Thread-safe."""
+
+    __module__ = "nxauth.backends.passwords"
+
+    def __init__(self, users: UserDatabase, hasher: PasswordHasher, *, name: str = KIND) -> None:
+        self.users = users
+        self.hasher = hasher
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"PasswordsBackend(name={self.name!r}, {self.hasher!r})"
+
+    def authenticate(self, attempt: Attempt) -> Verdict:
+        """Allow the right password of an enabled user; deny everything else
+        (see the module's table).  Raises only when the store fails, which
+        the stack turns into a deny."""
+        password = attempt.password
+        problem = password_refusal(password)
+        if problem is not None:
+            return Verdict.deny(Reason.INVALID_PASSWORD, problem)
+        record = self.users.get(attempt.username)
+        if record is None or record.password_hash is None:
+            self.hasher.dummy_verify(password)
+            return Verdict.deny(
+                Reason.UNKNOWN_USER,
+                "not in the password database" if record is None else "listed without an nxauth password",
+            )
+        check = self.hasher.verify(password, record.password_hash)
+        if not record.enabled:
+            return Verdict.deny(
+                Reason.DISABLED, "account disabled (the password " + ("matched)" if check.matched else "did not match)")
+            )
+        if not check.matched:
+            return Verdict.deny(Reason.BAD_PASSWORD, check.detail)
+        if check.new_hash is not None:
+            self._upgrade(record.username, record.password_hash, check.new_hash)
+        return Verdict.allow()
+
+    def _upgrade(self, username: str, old_hash: str, new_hash: str) -> None:
+        """Store the re-hashed password unless it changed meanwhile.  A
+        failure only delays the upgrade to the next login."""
+        try:
+            replaced = self.users.replace_hash(username, old_hash, new_hash)
+        except StoreError as exc:
+            log.warning("%s: cannot upgrade the hash of %s: %s", self.name, escape_for_log(username), exc)
+            return
+        if replaced:
+            log.info("%s: upgraded the password hash of %s", self.name, escape_for_log(username))
+        else:
+            log.info("%s: hash of %s changed meanwhile; not upgraded", self.name, escape_for_log(username))
+
+    def prepare(self) -> None:
+        """Compute the dummy hash now, so the first unknown user costs what
+        the others do."""
+        _ = self.hasher.dummy_hash
+
+
+def hasher_from_options(context: BackendContext) -> PasswordHasher:
+    """The :class:`PasswordHasher` described by a ``passwords`` instance's options."""
+    options = context.options
+    time_cost = options.integer("time_cost", DEFAULT_TIME_COST, minimum=1, maximum=64)
+    memory_cost = options.integer("memory_cost", DEFAULT_MEMORY_COST, minimum=1024, maximum=1 << 20)
+    parallelism = options.integer("parallelism", DEFAULT_PARALLELISM, minimum=1, maximum=64)
+    if memory_cost < 8 * parallelism:
+        raise context.error("memory_cost", "must be at least 8 KiB per lane (8 * parallelism)")
+    return PasswordHasher(time_cost=time_cost, memory_cost=memory_cost, parallelism=parallelism)
+
+
+def build(context: BackendContext) -> PasswordsBackend:
+    backend = PasswordsBackend(user_database(context), hasher_from_options(context), name=context.name)
+    backend.prepare()
+    return backend
+
+
+@hookimpl
+def nxauth_register_backends(registry: BackendRegistry) -> None:
+    registry.add(KIND, build)

@@ -1,0 +1,59 @@
+"""The ``users`` backend (account role): the users database as an allowlist.
+
+A user authenticated by any auth backend (PAM, LDAP, ``passwords``) passes
+only if listed in the users table and enabled.  An empty table denies
+everyone.  No options.
+
+=================  =====================
+the user is...     verdict
+=================  =====================
+not listed         deny NOT_LISTED
+listed, disabled   deny DISABLED
+listed, enabled    allow
+=================  =====================
+"""
+
+from __future__ import annotations
+
+from typing import final
+
+from ..hookspecs import hookimpl
+from ..model import Identity, Reason, Verdict
+from ..plugins import BackendContext, BackendRegistry
+from ..userdb import UserDatabase, user_database
+
+__all__ = ["UsersBackend", "nxauth_register_backends"]
+
+KIND = "users"
+
+
+@final
+class UsersBackend:
+    """The allowlist check over the users table.  Thread-safe."""
+
+    __module__ = "nxauth.backends.users"
+
+    def __init__(self, users: UserDatabase, *, name: str = KIND) -> None:
+        self.users = users
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"UsersBackend(name={self.name!r})"
+
+    def check_account(self, identity: Identity) -> Verdict:
+        """Allow a listed, enabled user; deny anyone else."""
+        record = self.users.get(identity.username)
+        if record is None:
+            return Verdict.deny(Reason.NOT_LISTED, "not in the users database")
+        if not record.enabled:
+            return Verdict.deny(Reason.DISABLED, "disabled in the users database")
+        return Verdict.allow()
+
+
+def build(context: BackendContext) -> UsersBackend:
+    return UsersBackend(user_database(context), name=context.name)
+
+
+@hookimpl
+def nxauth_register_backends(registry: BackendRegistry) -> None:
+    registry.add(KIND, build)
