@@ -248,6 +248,7 @@ class TransportConfig:
     key_sources: tuple[str, ...] = ("keystore",)
     allowed_key_types: frozenset[str] | None = None
     rsa_min_bits: int = 2048
+    forced_command: str = "nxauth login"
 
 
 @final
@@ -511,6 +512,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
         ),
         allowed_key_types=frozenset(allowed) if allowed else None,
         rsa_min_bits=tr.integer("rsa_min_bits", 2048, minimum=1024, maximum=16384),
+        forced_command=tr.string("forced_command", "nxauth login"),
     )
     tr.finish()
 

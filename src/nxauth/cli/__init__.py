@@ -41,7 +41,7 @@ EXIT_STORE: Final = 4
 EXIT_ERROR: Final = 5
 
 #: Modules that add subcommands; each has ``register(subparsers)``.
-COMMAND_MODULES: Final[tuple[str, ...]] = ("nxauth.cli.core",)
+COMMAND_MODULES: Final[tuple[str, ...]] = ("nxauth.cli.core", "nxauth.cli.keys", "nxauth.cli.pam")
 
 
 class CommandError(Exception):
