@@ -44,6 +44,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "nxauth.backends.passwords",
     "nxauth.backends.users",
     "nxauth.backends.system",
+    "nxauth.backends.pam",
 )
 
 
