@@ -10,6 +10,7 @@ refuses it as expired rather than unknown.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -48,6 +49,13 @@ class StoredKey:
             "expires": self.expires,
             "options": self.entry.options.as_mapping(),
         }
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_line(line: str) -> AuthorizedKey | None:
+    """Parse a stored line once: entries are immutable, and the keys that log
+    in are few compared with the keys stored."""
+    return parse_authorized_key(line)
 
 
 def _with_expiry(entry: AuthorizedKey, expires: float | None) -> AuthorizedKey:
@@ -123,7 +131,7 @@ class KeyStore:
         )
         found = []
         for line, expires in rows:
-            entry = parse_authorized_key(str(line))
+            entry = _parse_line(str(line))
             if entry is not None:
                 found.append(_with_expiry(entry, expires))
         return found
