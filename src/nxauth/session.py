@@ -321,7 +321,6 @@ class Session:
                         account,
                         backend=name,
                         fingerprint=fingerprint,
-                        detail=key.describe(),
                     )
                     and self._auth.config.audit.required
                 ):

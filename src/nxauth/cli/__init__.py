@@ -41,7 +41,13 @@ EXIT_STORE: Final = 4
 EXIT_ERROR: Final = 5
 
 #: Modules that add subcommands; each has ``register(subparsers)``.
-COMMAND_MODULES: Final[tuple[str, ...]] = ("nxauth.cli.core", "nxauth.cli.keys", "nxauth.cli.pam")
+COMMAND_MODULES: Final[tuple[str, ...]] = (
+    "nxauth.cli.core",
+    "nxauth.cli.keys",
+    "nxauth.cli.demo",
+    "nxauth.cli.users",
+    "nxauth.cli.pam",
+)
 
 
 class CommandError(Exception):
@@ -79,8 +85,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="store_true", help="print the version and exit")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        try:
+            module = importlib.import_module(name)
+        except ImportError as exc:  # a broken command module must not take the others down
+            broken = subparsers.add_parser(name.rsplit(".", 1)[-1], help=f"(unavailable: {exc})")
+            broken.set_defaults(handler=_unavailable(name, exc))
+            continue
+        module.register(subparsers)
     return parser
+
+
+def _unavailable(name: str, error: ImportError) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        raise CommandError(f"{name} cannot be imported: {error}", EXIT_ERROR)
+
+    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
