@@ -40,6 +40,7 @@ __all__ = [
     "UserDatabaseError",
     "UserExists",
     "UserRecord",
+    "check_comment",
     "parse_import",
     "user_database",
     "validate_username",
@@ -156,7 +157,9 @@ def validate_username(raw: object, *, case: str = "fold", max_length: int = MAX_
     return name
 
 
-def _check_comment(comment: str) -> str:
+def check_comment(comment: str) -> str:
+    """Return ``comment`` if it can be stored (printable, at most
+    :data:`MAX_COMMENT_LENGTH` characters), else raise :class:`UserDatabaseError`."""
     if not isinstance(comment, str):
         raise UserDatabaseError("a comment is a str")
     if len(comment) > MAX_COMMENT_LENGTH:
@@ -326,7 +329,7 @@ class UserDatabase:
     ) -> UserRecord:
         """Add a user (with a hash, or none: listed for system authentication)."""
         username = self.canonical(name)
-        _check_comment(comment)
+        check_comment(comment)
         now = self.clock()
         with self.store.transaction() as tx:
             cursor = tx.execute(
@@ -378,7 +381,7 @@ class UserDatabase:
         return self.set_enabled(name, False)
 
     def set_comment(self, name: str, comment: str) -> None:
-        self._update(name, "comment = ?", (_check_comment(comment),))
+        self._update(name, "comment = ?", (check_comment(comment),))
 
     def replace_hash(self, name: str, old_hash: str, new_hash: str) -> bool:
         """Upgrade a hash after a successful login, only if it is still
