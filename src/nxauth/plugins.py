@@ -45,6 +45,7 @@ BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
     "nxauth.backends.users",
     "nxauth.backends.system",
     "nxauth.backends.pam",
+    "nxauth.backends.ldap",
 )
 
 
