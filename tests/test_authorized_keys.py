@@ -50,7 +50,9 @@ def entry(options: str) -> AuthorizedKey:
 OPTION_CASES: list[Any] = [
     pytest.param("", {}, frozenset(), id="no-options"),
     pytest.param("restrict", {"restrict": True}, ALL_RESTRICTIONS, id="restrict"),
-    pytest.param("restrict,pty", {"restrict": True, "pty": True}, ALL_RESTRICTIONS - {"no-pty"}, id="restrict-then-pty"),
+    pytest.param(
+        "restrict,pty", {"restrict": True, "pty": True}, ALL_RESTRICTIONS - {"no-pty"}, id="restrict-then-pty"
+    ),
     pytest.param("pty,restrict", {"restrict": True, "pty": False}, ALL_RESTRICTIONS, id="pty-then-restrict"),
     pytest.param(
         "restrict,port-forwarding,agent-forwarding,X11-forwarding,user-rc,pty",
@@ -93,10 +95,17 @@ OPTION_CASES: list[Any] = [
         frozenset(),
         id="permitopen",
     ),
-    pytest.param('permitlisten="8080",permitlisten="localhost:*"', {"permitlisten": ("8080", "localhost:*")}, frozenset(), id="permitlisten"),
+    pytest.param(
+        'permitlisten="8080",permitlisten="localhost:*"',
+        {"permitlisten": ("8080", "localhost:*")},
+        frozenset(),
+        id="permitlisten",
+    ),
     pytest.param('tunnel="0"', {"tunnel": "0"}, frozenset(), id="tunnel"),
     pytest.param('tunnel="any"', {"tunnel": "any"}, frozenset(), id="tunnel-any"),
-    pytest.param(",restrict,,no-pty,", {"restrict": True, "no_pty": True}, ALL_RESTRICTIONS, id="empty-entries-as-sshd"),
+    pytest.param(
+        ",restrict,,no-pty,", {"restrict": True, "no_pty": True}, ALL_RESTRICTIONS, id="empty-entries-as-sshd"
+    ),
 ]
 
 
@@ -170,6 +179,11 @@ def test_leading_whitespace_crlf_and_quoted_spaces() -> None:
     assert parsed.options.command == "a b  c"
     assert parsed.key.comment == "trailing  comment"
     assert parsed.lineno == 3
+
+
+def test_long_lines_within_the_limit_parse() -> None:
+    parsed = parse_authorized_key(f'command="{"x" * 100_000}" {KEY} {"c" * 20_000}')
+    assert parsed is not None and len(parsed.options.command or "") == 100_000
 
 
 def test_a_key_type_inside_a_quoted_value_is_not_the_key() -> None:
@@ -260,7 +274,19 @@ def test_expiry_time(text: str, expected: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "2030", "203001021", "2030-01-02", "20301302", "20300100", "20300102250000", "19690101Z", "Z", "０１２３４５６７"]
+    "text",
+    [
+        "",
+        "2030",
+        "203001021",
+        "2030-01-02",
+        "20301302",
+        "20300100",
+        "20300102250000",
+        "19690101Z",
+        "Z",
+        "\uff10\uff11\uff12\uff13\uff14\uff15\uff16\uff17",  # fullwidth digits,
+    ],
 )
 def test_expiry_time_invalid(text: str) -> None:
     with pytest.raises(KeyFormatError):

@@ -173,7 +173,10 @@ def test_every_ca_type_verifies_and_fingerprints_match(keydir: Path, ca: str, us
             ["-O", "clear", "-O", "extension:nx@example.com=value"], {"nx@example.com"}, {}, id="custom-extension"
         ),
         pytest.param(
-            ["-O", "clear", "-O", "critical:nx@example.com=value"], set(), {"nx@example.com": "value"}, id="custom-critical"
+            ["-O", "clear", "-O", "critical:nx@example.com=value"],
+            set(),
+            {"nx@example.com": "value"},
+            id="custom-critical",
         ),
     ],
 )
@@ -296,6 +299,8 @@ def test_ecdsa_ca_point_checked() -> None:
     )
     bad = bytearray(point)
     bad[-1] ^= 1
-    blob = build_cert(ed25519.Ed25519PrivateKey.generate(), ca_blob=s("ecdsa-sha2-nistp256") + s("nistp256") + s(bytes(bad)))
+    blob = build_cert(
+        ed25519.Ed25519PrivateKey.generate(), ca_blob=s("ecdsa-sha2-nistp256") + s("nistp256") + s(bytes(bad))
+    )
     with pytest.raises(KeyFormatError):
         decode_certificate(blob)

@@ -140,7 +140,12 @@ def test_cert_authority_and_plain_entries_do_not_mix(keydir: Path) -> None:
         pytest.param("rsa1024", KeyPolicy(), Reason.KEY_TOO_WEAK, id="rsa1024"),
         pytest.param("rsa2048", KeyPolicy(rsa_min_bits=3072), Reason.KEY_TOO_WEAK, id="rsa2048-min3072"),
         pytest.param("rsa2048", KeyPolicy(), Reason.OK, id="rsa2048"),
-        pytest.param("ecdsa", KeyPolicy(allowed_types=frozenset({"ssh-ed25519"})), Reason.KEY_TYPE_REFUSED, id="ecdsa-not-allowed"),
+        pytest.param(
+            "ecdsa",
+            KeyPolicy(allowed_types=frozenset({"ssh-ed25519"})),
+            Reason.KEY_TYPE_REFUSED,
+            id="ecdsa-not-allowed",
+        ),
         pytest.param("ecdsa", KeyPolicy(), Reason.OK, id="ecdsa"),
         pytest.param("user", KeyPolicy(allowed_types=frozenset()), Reason.KEY_TYPE_REFUSED, id="nothing-allowed"),
     ],
@@ -226,13 +231,17 @@ def test_junk_and_mismatched_candidates_are_ignored(keydir: Path) -> None:
         pytest.param(
             ["-n", "nx", "-O", "source-address=10.0.0.0/8"], "", None, Reason.SOURCE_REFUSED, id="source-unknown-peer"
         ),
-        pytest.param(["-n", "nx", "-O", "force-command=a"], 'command="b"', PEER, Reason.CERTIFICATE_INVALID, id="commands-differ"),
+        pytest.param(
+            ["-n", "nx", "-O", "force-command=a"], 'command="b"', PEER, Reason.CERTIFICATE_INVALID, id="commands-differ"
+        ),
         pytest.param(["-n", "nx", "-O", "force-command=a"], 'command="a"', PEER, Reason.OK, id="commands-same"),
         pytest.param(
             ["-n", "nx", "-O", "critical:nx@example.com=1"], "", PEER, Reason.CERTIFICATE_INVALID, id="unknown-critical"
         ),
         pytest.param(["-n", "nx", "-O", "extension:nx@example.com=1"], "", PEER, Reason.OK, id="unknown-extension"),
-        pytest.param(["-n", "nx", "-O", "verify-required"], "", PEER, Reason.KEY_TYPE_REFUSED, id="verify-required-plain"),
+        pytest.param(
+            ["-n", "nx", "-O", "verify-required"], "", PEER, Reason.KEY_TYPE_REFUSED, id="verify-required-plain"
+        ),
         pytest.param(["-n", "nx"], 'expiry-time="20000101Z"', PEER, Reason.KEY_EXPIRED, id="entry-expired"),
     ],
 )
@@ -246,7 +255,9 @@ def test_certificates(keydir: Path, args: list[str], options: str, peer: str | N
 
 
 def test_certificate_grant_terms(keydir: Path) -> None:
-    key = cert(keydir, "-n", "nx", "-V", "-1m:+1h", "-O", "clear", "-O", "permit-pty", "-O", "force-command=nxauth login")
+    key = cert(
+        keydir, "-n", "nx", "-V", "-1m:+1h", "-O", "clear", "-O", "permit-pty", "-O", "force-command=nxauth login"
+    )
     assert key.certificate is not None
     ca = entry(pub(keydir, "ca"), 'cert-authority,expiry-time="29990101Z"')
     d = decide(key, [ca])
@@ -267,7 +278,9 @@ def test_certificate_grant_terms(keydir: Path) -> None:
     [
         pytest.param("ca_rsa1024", KeyPolicy(), Reason.KEY_TOO_WEAK, id="weak-ca"),
         pytest.param("ca_dsa", KeyPolicy(), Reason.KEY_TYPE_REFUSED, id="dsa-ca"),
-        pytest.param("ca_ecdsa", KeyPolicy(allowed_types=frozenset({"ssh-ed25519"})), Reason.KEY_TYPE_REFUSED, id="ca-type"),
+        pytest.param(
+            "ca_ecdsa", KeyPolicy(allowed_types=frozenset({"ssh-ed25519"})), Reason.KEY_TYPE_REFUSED, id="ca-type"
+        ),
         pytest.param("ca_ecdsa", KeyPolicy(), Reason.OK, id="ecdsa-ca"),
     ],
 )
@@ -316,15 +329,17 @@ def test_security_key_flags(keydir: Path, options: str, flags: int | None, reaso
     ("args", "options", "flags", "reason"),
     [
         pytest.param([], "cert-authority,no-touch-required", 0x00, Reason.BAD_SIGNATURE, id="ca-only-no-touch"),
-        pytest.param(["-O", "no-touch-required"], "cert-authority", 0x00, Reason.BAD_SIGNATURE, id="cert-only-no-touch"),
-        pytest.param(["-O", "no-touch-required"], "cert-authority,no-touch-required", 0x00, Reason.OK, id="both-no-touch"),
+        pytest.param(
+            ["-O", "no-touch-required"], "cert-authority", 0x00, Reason.BAD_SIGNATURE, id="cert-only-no-touch"
+        ),
+        pytest.param(
+            ["-O", "no-touch-required"], "cert-authority,no-touch-required", 0x00, Reason.OK, id="both-no-touch"
+        ),
         pytest.param(["-O", "verify-required"], "cert-authority", 0x01, Reason.BAD_SIGNATURE, id="cert-verify-missing"),
         pytest.param(["-O", "verify-required"], "cert-authority", 0x05, Reason.OK, id="cert-verified"),
     ],
 )
-def test_security_key_certificates(
-    keydir: Path, args: list[str], options: str, flags: int, reason: Reason
-) -> None:
+def test_security_key_certificates(keydir: Path, args: list[str], options: str, flags: int, reason: Reason) -> None:
     key = cert(keydir, "-n", "nx", *args, key="sk")
     assert key.is_security_key and key.is_certificate
     d = decide(key, [entry(pub(keydir, "ca"), options)], flags=flags)
@@ -339,6 +354,8 @@ def test_security_key_certificates(
         pytest.param({"peer_host": 42}, id="peer-not-str"),
         pytest.param({"account": None}, id="account-none"),
         pytest.param({"signature_flags": "1"}, id="flags-str"),
+        pytest.param({"signature_flags": -1}, id="flags-negative"),
+        pytest.param({"signature_flags": 256}, id="flags-too-big"),
         pytest.param({"candidates": 42}, id="candidates-not-iterable"),
         pytest.param({"key": "ssh-ed25519 AAAA"}, id="key-not-publickey"),
         pytest.param({"policy": None}, id="policy-none"),

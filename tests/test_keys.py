@@ -9,7 +9,9 @@ itself then checks the fingerprints of those blobs.
 
 from __future__ import annotations
 
+import copy
 import hashlib
+import pickle
 import shutil
 import subprocess
 from collections.abc import Callable
@@ -59,7 +61,9 @@ def mpint(value: int) -> bytes:
 
 def keygen(directory: Path, name: str, *args: str) -> Path:
     path = directory / name
-    subprocess.run([SSH_KEYGEN or "ssh-keygen", "-q", "-N", "", "-C", f"{name} comment", "-f", str(path), *args], check=True)
+    subprocess.run(
+        [SSH_KEYGEN or "ssh-keygen", "-q", "-N", "", "-C", f"{name} comment", "-f", str(path), *args], check=True
+    )
     return path
 
 
@@ -139,7 +143,7 @@ def test_coerce_public_key(keydir: Path) -> None:
     key = parse_public_key((keydir / "ed25519.pub").read_text())
     assert coerce_public_key(key) is key
     assert coerce_public_key(key.blob).blob == key.blob
-    assert coerce_public_key(bytearray(key.blob)).blob == key.blob
+    assert coerce_public_key(bytearray(key.blob)).blob == key.blob  # type: ignore[arg-type]
     assert coerce_public_key(key.to_openssh()) == key
     for bad in (None, 42, [key.blob], key.blob.hex().encode()):
         with pytest.raises(KeyFormatError):
@@ -153,6 +157,12 @@ def test_equality_hash_and_repr(keydir: Path) -> None:
     assert a == b and hash(a) == hash(b) and len({a, b, c}) == 2
     assert a != c and a.fingerprint == c.fingerprint
     assert a.fingerprint in repr(a) and "AAAA" not in repr(a)
+
+
+def test_pickle_and_deepcopy(keydir: Path) -> None:
+    key = parse_public_key((keydir / "ecdsa256.pub").read_text())
+    for clone in (pickle.loads(pickle.dumps(key)), copy.deepcopy(key), copy.copy(key)):
+        assert clone == key and clone.fingerprint == key.fingerprint and clone.bits == key.bits
 
 
 def test_describe_escapes_the_comment(keydir: Path) -> None:

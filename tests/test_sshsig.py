@@ -116,7 +116,19 @@ def ssh_keygen_verify(directory: Path, key: PublicKey, armored: str, message: by
     sig = directory / "candidate.sig"
     sig.write_text(armored)
     result = subprocess.run(
-        [SSH_KEYGEN or "ssh-keygen", "-Y", "verify", "-f", str(signers), "-I", "tester", "-n", namespace, "-s", str(sig)],
+        [
+            SSH_KEYGEN or "ssh-keygen",
+            "-Y",
+            "verify",
+            "-f",
+            str(signers),
+            "-I",
+            "tester",
+            "-n",
+            namespace,
+            "-s",
+            str(sig),
+        ],
         input=message,
         capture_output=True,
     )
@@ -213,8 +225,14 @@ KEY_BLOB, SIGNATURE = _good_blob()
     [
         pytest.param("", "BEGIN", id="empty"),
         pytest.param("not a signature", "BEGIN", id="no-armor"),
-        pytest.param(armor(sshsig_blob(KEY_BLOB, SIGNATURE)).replace("BEGIN SSH SIGNATURE", "BEGIN SSH SIG"), "BEGIN", id="bad-header"),
-        pytest.param(armor(sshsig_blob(KEY_BLOB, SIGNATURE)).replace("-----END SSH SIGNATURE-----", ""), "END", id="no-footer"),
+        pytest.param(
+            armor(sshsig_blob(KEY_BLOB, SIGNATURE)).replace("BEGIN SSH SIGNATURE", "BEGIN SSH SIG"),
+            "BEGIN",
+            id="bad-header",
+        ),
+        pytest.param(
+            armor(sshsig_blob(KEY_BLOB, SIGNATURE)).replace("-----END SSH SIGNATURE-----", ""), "END", id="no-footer"
+        ),
         pytest.param(armor(b"SSHSIH" + sshsig_blob(KEY_BLOB, SIGNATURE)[6:]), "magic", id="bad-magic"),
         pytest.param(armor(sshsig_blob(KEY_BLOB, SIGNATURE, version=2)), "version", id="version-2"),
         pytest.param(armor(sshsig_blob(KEY_BLOB, SIGNATURE, namespace="")), "namespace", id="empty-namespace"),
@@ -226,7 +244,9 @@ KEY_BLOB, SIGNATURE = _good_blob()
         pytest.param(armor(b"SSHSIG"), "truncated", id="magic-only"),
         pytest.param("-----BEGIN SSH SIGNATURE-----\n%%%%\n-----END SSH SIGNATURE-----", "base64", id="bad-base64"),
         pytest.param("-----BEGIN SSH SIGNATURE-----\n-----END SSH SIGNATURE-----", "BEGIN", id="no-body"),
-        pytest.param("-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----" + "x" * 300_000, "long", id="huge"),
+        pytest.param(
+            "-----BEGIN SSH SIGNATURE-----\nAAAA\n-----END SSH SIGNATURE-----" + "x" * 300_000, "long", id="huge"
+        ),
     ],
 )
 def test_parse_errors(armored: str, message: str) -> None:

@@ -176,7 +176,6 @@ def _quote(value: str, what: str) -> str:
 def format_options(options: KeyOptions) -> str:
     """The options as sshd reads them, comma separated (``""`` when none are set); KeyFormatError
     for a value no authorized_keys line can hold (a NUL, a newline, a trailing backslash)."""
-    q = _quote
     parts = ["restrict"] if options.restrict else []
     if options.cert_authority:
         parts.append("cert-authority")
@@ -187,17 +186,19 @@ def format_options(options: KeyOptions) -> str:
     if options.verify_required:
         parts.append("verify-required")
     if options.command is not None:
-        parts.append("command=" + q(options.command, "command"))
+        parts.append("command=" + _quote(options.command, "command"))
     if options.principals is not None:
-        parts.append("principals=" + q(",".join(options.principals), "principals"))
+        parts.append("principals=" + _quote(",".join(options.principals), "principals"))
     if options.from_patterns is not None:
-        parts.append("from=" + q(",".join(options.from_patterns), "from"))
+        parts.append("from=" + _quote(",".join(options.from_patterns), "from"))
     if options.expiry_time is not None:
-        parts.append("expiry-time=" + q(time.strftime("%Y%m%d%H%M%SZ", time.gmtime(options.expiry_time)), "expiry"))
+        parts.append(
+            "expiry-time=" + _quote(time.strftime("%Y%m%d%H%M%SZ", time.gmtime(options.expiry_time)), "expiry")
+        )
     for word in ("environment", "permitopen", "permitlisten"):
-        parts += [f"{word}={q(value, word)}" for value in getattr(options, word)]
+        parts += [f"{word}={_quote(value, word)}" for value in getattr(options, word)]
     if options.tunnel is not None:
-        parts.append("tunnel=" + q(options.tunnel, "tunnel"))
+        parts.append("tunnel=" + _quote(options.tunnel, "tunnel"))
     return ",".join(parts)
 
 

@@ -168,7 +168,7 @@ def _check_entry(
 ) -> KeyDecision:
     opts = entry.options
     cert = key.certificate
-    if opts.expiry_time is not None and opts.expiry_time < now:
+    if opts.expiry_time is not None and not now <= opts.expiry_time:  # NaN counts as expired
         return _refuse(Reason.KEY_EXPIRED, f"expiry-time {opts.expiry_time:.0f} passed (line {entry.lineno})", entry)
     if opts.from_patterns is not None:
         if peer_host is None:
@@ -306,8 +306,10 @@ def _evaluate(
         return _refuse(Reason.DENIED, "evaluate_key needs a numeric time")
     if peer_host is not None and not isinstance(peer_host, str):
         return _refuse(Reason.DENIED, "peer_host must be a str or None")
-    if signature_flags is not None and (isinstance(signature_flags, bool) or not isinstance(signature_flags, int)):
-        return _refuse(Reason.DENIED, "signature_flags must be an int or None")
+    if signature_flags is not None and (
+        isinstance(signature_flags, bool) or not isinstance(signature_flags, int) or not 0 <= signature_flags <= 0xFF
+    ):
+        return _refuse(Reason.DENIED, "signature_flags must be a byte (0-255) or None")
     cert = key.certificate
     want = lookup_blob(key)
     found = [c for c in candidates if isinstance(c, AuthorizedKey) and c.key.blob == want]

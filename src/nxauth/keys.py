@@ -322,6 +322,9 @@ class PublicKey:
     def __repr__(self) -> str:
         return f"PublicKey({self.key_type!r}, {self.fingerprint}, comment={self.comment[:100]!r})"
 
+    def __reduce__(self) -> tuple[type[PublicKey], tuple[str, bytes, str]]:
+        return (PublicKey, (self.key_type, self.blob, self.comment))
+
 
 def _printable(text: str) -> str:
     return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
