@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import PEER, TransportKey
 
 import nxauth
+from conftest import PEER, TransportKey
 from nxauth import AuthenticationFailed, ConfigError, Reason
 from nxauth.authorized_keys import parse_authorized_key
 from nxauth.backends.keystore import KeyStore

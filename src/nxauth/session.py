@@ -236,7 +236,7 @@ class Session:
             raise UsageError("account must be a str")
         if not isinstance(signature, str | bytes):
             raise UsageError("signature must be the armored SSHSIG text (str or bytes)")
-        from .sshsig import parse_sshsig, verify_sshsig
+        from .sshsig import parse_sshsig, verify_sshsig_detailed
 
         with self._lock:
             self._gate(1, "sshsig", account)
@@ -266,9 +266,12 @@ class Session:
                     fingerprint=fingerprint,
                     detail="no live challenge (expired, replayed or never issued)",
                 )
-            if not any(verify_sshsig(sig, nonce.encode("ascii"), SSHSIG_NAMESPACE) for nonce in live):
+            checks = (verify_sshsig_detailed(sig, nonce.encode("ascii"), SSHSIG_NAMESPACE) for nonce in live)
+            check = next((c for c in checks if c.valid), None)
+            if check is None:
                 self._fail(1, Reason.BAD_SIGNATURE, "sshsig", account, fingerprint=fingerprint)
-            return self._stage1(account, sig.public_key, "sshsig")
+            # security keys: the policy judges the flags (touch, verification) against the entry's options
+            return self._stage1(account, sig.public_key, "sshsig", signature_flags=check.flags)
 
     def _find(self, source: object, account: str, lookup: bytes) -> list[AuthorizedKey]:
         keys = source.authorized_keys(account)  # type: ignore[attr-defined]
@@ -277,7 +280,9 @@ class Session:
             return list(finder(lookup))
         return [entry for entry in keys if entry.key.blob == lookup]
 
-    def _stage1(self, account: str, key: PublicKey, method: str) -> TransportGrant:
+    def _stage1(
+        self, account: str, key: PublicKey, method: str, *, signature_flags: int | None = None
+    ) -> TransportGrant:
         from .keypolicy import KeyPolicy, evaluate_key, lookup_blob
 
         cfg = self._auth.config.transport
@@ -292,7 +297,15 @@ class Session:
         for name in cfg.key_sources:
             try:
                 candidates = self._find(self._auth.backends[name], account, lookup)
-                decision = evaluate_key(policy, key, candidates, account=account, peer_host=self.peer.host, now=now)
+                decision = evaluate_key(
+                    policy,
+                    key,
+                    candidates,
+                    account=account,
+                    peer_host=self.peer.host,
+                    now=now,
+                    signature_flags=signature_flags,
+                )
             except Exception as exc:  # noqa: BLE001 - a failing source contributes nothing: fail closed
                 log.warning("key source %s failed: %s: %s", name, type(exc).__name__, exc)
                 broken = broken or (Reason.BACKEND_ERROR, name, f"{type(exc).__name__}: {str(exc)[:200]}")
