@@ -77,6 +77,28 @@ class PamStartError(Exception):
         super().__init__(f"pam_start failed: {text} ({code})")
 
 
+_REQUIRED: Final = (
+    "PAM_SUCCESS",
+    "PAM_ACCT_EXPIRED",
+    "PAM_AUTH_ERR",
+    "PAM_AUTHTOK_EXPIRED",
+    "PAM_BUF_ERR",
+    "PAM_CONV_ERR",
+    "PAM_DISALLOW_NULL_AUTHTOK",
+    "PAM_ERROR_MSG",
+    "PAM_MAXTRIES",
+    "PAM_NEW_AUTHTOK_REQD",
+    "PAM_PERM_DENIED",
+    "PAM_PROMPT_ECHO_OFF",
+    "PAM_PROMPT_ECHO_ON",
+    "PAM_RHOST",
+    "PAM_TEXT_INFO",
+    "PAM_TTY",
+    "PAM_USER",
+    "PAM_USER_UNKNOWN",
+)
+
+
 class _PamAbi:
     """python-pam's ctypes definitions and constants, imported once."""
 
@@ -96,31 +118,11 @@ class _PamAbi:
             self.PamResponse: Any = internals.PamResponse
             self.PamConv: Any = internals.PamConv
             self.conv_func: Any = internals.conv_func
-            for name in (
-                "PAM_SUCCESS",
-                "PAM_ABORT",
-                "PAM_ACCT_EXPIRED",
-                "PAM_AUTH_ERR",
-                "PAM_AUTHINFO_UNAVAIL",
-                "PAM_AUTHTOK_EXPIRED",
-                "PAM_BUF_ERR",
-                "PAM_CONV_ERR",
-                "PAM_CRED_INSUFFICIENT",
-                "PAM_DISALLOW_NULL_AUTHTOK",
-                "PAM_ERROR_MSG",
-                "PAM_MAXTRIES",
-                "PAM_NEW_AUTHTOK_REQD",
-                "PAM_PERM_DENIED",
-                "PAM_PROMPT_ECHO_OFF",
-                "PAM_PROMPT_ECHO_ON",
-                "PAM_RHOST",
-                "PAM_SYSTEM_ERR",
-                "PAM_TEXT_INFO",
-                "PAM_TTY",
-                "PAM_USER",
-                "PAM_USER_UNKNOWN",
-            ):
-                setattr(self, name, int(getattr(module, name)))
+            for name in dir(module):
+                if name.startswith("PAM_") and isinstance(getattr(module, name), int):
+                    setattr(self, name, int(getattr(module, name)))
+            for name in _REQUIRED:
+                getattr(self, name)
         except AttributeError as exc:
             raise PythonPamMissing(f"python-pam {version} has an unexpected ctypes layer: {exc}") from exc
         self.version = version
@@ -148,6 +150,7 @@ class _Constants:
 
     def __getattr__(self, name: str) -> int:
         value: int = getattr(abi(), f"PAM_{name}")
+        setattr(self, name, value)  # later reads are plain attribute reads
         return value
 
 
@@ -326,12 +329,14 @@ class Transaction:
         self._handle = pam.PamHandle()
         self.status = PAM.SUCCESS
         _handlers[self._key] = handler
-        code = int(lib.pam_start(service, user, ctypes.byref(self._conv), ctypes.byref(self._handle)))
-        if code != PAM.SUCCESS or not self._handle.handle:
-            text = self.strerror(code)
+        try:
+            code = int(lib.pam_start(service, user, ctypes.byref(self._conv), ctypes.byref(self._handle)))
+            if code != PAM.SUCCESS or not self._handle.handle:
+                raise PamStartError(code, self.strerror(code))
+        except BaseException:
             _handlers.pop(self._key, None)
             self._handle = None
-            raise PamStartError(code, text)
+            raise
 
     def __enter__(self) -> Transaction:
         return self

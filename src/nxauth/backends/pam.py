@@ -53,6 +53,8 @@ import logging
 import os
 import pwd
 import re
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -178,6 +180,7 @@ class PamBackend:
         pam = self._pam = _libpam.PAM
         self._reasons = {getattr(pam, code.removeprefix("PAM_")): reason for code, reason in REASONS.items()}
         self._shadow_locked = _libpam.shadow_password_locked
+        self._accounted = _AccountMemo()
 
     def __repr__(self) -> str:
         return f"PamBackend(service={self.service!r}, library={self._lib.path!r})"
@@ -186,6 +189,8 @@ class PamBackend:
 
     def authenticate(self, attempt: Attempt) -> Verdict:
         """pam_authenticate (then pam_acct_mgmt) on one handle for ``attempt``."""
+        key = (attempt.session_id, attempt.username)
+        self._accounted.forget(key)
         user = self._encode(attempt.username)
         if user is None:
             return Verdict.deny(Reason.INVALID_USERNAME, f"username contains NUL or is not {self.encoding}")
@@ -205,12 +210,19 @@ class PamBackend:
             return Verdict.deny(Reason.INVALID_PASSWORD, f"password longer than {self.max_answer_bytes} bytes")
         conversation = _LoginConversation(self, password, attempt)
         try:
-            return self._authenticate(user, attempt, conversation)
+            verdict = self._authenticate(user, attempt, conversation)
         finally:
             conversation.wipe()
+        if verdict.allowed and self.account and attempt.session_id:
+            self._accounted.remember(key)
+        return verdict
 
     def check_account(self, identity: Identity) -> Verdict:
-        """pam_acct_mgmt on a handle of its own, for ``identity.username``."""
+        """pam_acct_mgmt for ``identity.username``: on a handle of its own,
+        unless this backend authenticated the same login and already ran
+        pam_acct_mgmt on that login's handle (then that result stands)."""
+        if identity.backend == self.name and self._accounted.take((identity.session_id, identity.username)):
+            return Verdict.allow(detail="pam_acct_mgmt passed on the login's handle")
         user = self._encode(identity.username)
         if user is None:
             return Verdict.deny(Reason.INVALID_USERNAME, f"username contains NUL or is not {self.encoding}")
@@ -331,6 +343,37 @@ class PamBackend:
         return repr(escape_for_log(raw.decode(self.encoding, "replace")))
 
 
+@final
+class _AccountMemo:
+    """Logins whose pam_acct_mgmt passed on the auth handle, by (session id,
+    canonical name), so the same login's account role needs no second
+    handle.  An entry is used once, within ``TTL`` seconds; at most ``LIMIT``
+    are kept (entries pile up when the backend is in no account stack)."""
+
+    TTL: Final = 60.0
+    LIMIT: Final = 4096
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple[str, str], float] = {}
+        self._lock = threading.Lock()
+
+    def remember(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+            self._entries[key] = time.monotonic() + self.TTL
+            while len(self._entries) > self.LIMIT:
+                del self._entries[next(iter(self._entries))]
+
+    def forget(self, key: tuple[str, str]) -> None:
+        with self._lock:
+            self._entries.pop(key, None)
+
+    def take(self, key: tuple[str, str]) -> bool:
+        with self._lock:
+            until = self._entries.pop(key, None)
+        return until is not None and time.monotonic() < until
+
+
 class _Conversation:
     """The part of a login's conversation both roles share: messages."""
 
@@ -416,11 +459,8 @@ class _LoginConversation(_Conversation):
         prompt = raw.decode(self._encoding, "replace")
         try:
             answer = self._attempt.ask(prompt, echo)
-        except ConversationUnavailable:
-            self.fail(
-                Reason.CONVERSATION_UNAVAILABLE,
-                f"PAM asked {escape_for_log(prompt, 60, quoted=True)!r} but no conversation is available",
-            )
+        except ConversationUnavailable as exc:
+            self.fail(Reason.CONVERSATION_UNAVAILABLE, escape_for_log(str(exc), 200, quoted=True))
             raise _Refused from None
         except Exception as exc:  # noqa: BLE001 - the host's callback failed: the login fails
             self.fail(Reason.CONVERSATION_FAILED, f"the conversation raised {type(exc).__name__}")
