@@ -58,17 +58,19 @@ def escape_rdn_value(value: str) -> str:
 
 
 def escape_filter_value(value: str | bytes) -> str:
-    """Escape ``value`` as an RFC 4515 assertion value (``* ( ) \\`` and NUL
-    as ``\\xx``, and every other control or non-UTF-8 octet too)."""
+    """Escape ``value`` as an RFC 4515 assertion value: ``* ( ) \\`` and NUL
+    as ``\\xx`` as the RFC requires, and also every other control, white
+    space and non-printable character (as the hex of its UTF-8 octets) and
+    every octet that is not UTF-8, so that no parser can trim or reinterpret
+    the value."""
     raw = value.encode("utf-8", "surrogateescape") if isinstance(value, str) else value
     out = []
-    text = raw.decode("utf-8", "surrogateescape")
-    for char in text:
+    for char in raw.decode("utf-8", "surrogateescape"):
         code = ord(char)
-        if char in "*()\\" or code < 0x20 or code == 0x7F:
-            out.append(f"\\{code:02x}")
-        elif 0xDC80 <= code <= 0xDCFF:  # an octet that was not UTF-8
+        if 0xDC80 <= code <= 0xDCFF:  # an octet that was not UTF-8
             out.append(f"\\{code - 0xDC00:02x}")
+        elif char in "*()\\" or char.isspace() or not char.isprintable():
+            out.append(_hex(char))
         else:
             out.append(char)
     return "".join(out)
