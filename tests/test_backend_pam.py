@@ -554,6 +554,23 @@ def test_bad_input_never_reaches_libpam(
         assert backend.check_account(make_identity(username)).reason is reason
 
 
+class BrokenPam:
+    """A libpam whose pam_start fails (a broken installation)."""
+
+    path = "broken"
+
+    def start(self, *args: object) -> None:
+        raise _libpam.PamStartError(4, "System error")
+
+
+def test_pam_start_failure_is_a_backend_error(pam_wrapper: PamWrapper, caplog: pytest.LogCaptureFixture) -> None:
+    backend = make(pam_wrapper)
+    backend._lib = BrokenPam()  # type: ignore[assignment]
+    for verdict in (backend.authenticate(attempt("daemon", "x")), backend.check_account(make_identity("daemon"))):
+        assert (verdict.reason, verdict.detail) == (Reason.BACKEND_ERROR, "pam_start failed: System error (4)")
+    assert "PAM service nxauth-matrix: pam_start failed" in caplog.text
+
+
 def test_1mib_password_through_libpam(matrix: PamWrapper, names: list[str]) -> None:
     backend = make(matrix, max_answer_bytes=1 << 21)
     verdict = backend.authenticate(attempt(names[0], "p" * (1 << 20)))

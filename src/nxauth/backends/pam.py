@@ -10,12 +10,13 @@ nxauth behaves as a correct PAM application, the way sshd does:
   ``pam_acct_mgmt`` on the same handle, then ``pam_end``.  It never calls
   ``pam_setcred``, ``pam_open_session`` or ``pam_chauthtok``: nxauth
   authenticates; the program started for the user opens the session.
-- **The account role** (``check_account``) opens its own handle and runs
-  ``pam_acct_mgmt`` only: for pipelines where another backend authenticates
-  (LDAP, the password database).  The core calls the two roles separately,
-  so they cannot share a handle; with ``account = true`` (the default) the
-  auth role already ran the account step, and listing ``pam`` in
-  ``[[account]]`` as well runs it twice (harmless).
+- **The account role** (``check_account``) runs ``pam_acct_mgmt``.  When
+  this backend authenticated the same login with ``account = true`` (the
+  default), pam_acct_mgmt already passed on that login's handle and the
+  account role takes that result (once, within 60 s): ``pam`` in both
+  stacks is one handle per login, as in sshd.  Otherwise (another backend
+  authenticated: LDAP, the password database; or ``account = false``) it
+  opens a handle of its own and calls ``pam_acct_mgmt`` only.
 - **Conversation.**  The first echo-off prompt gets the password; later
   echo-off prompts (a one-time code from pam_google_authenticator) and every
   echo-on prompt are relayed through ``attempt.ask`` (an echo-on prompt never
@@ -32,7 +33,17 @@ nxauth behaves as a correct PAM application, the way sshd does:
 Return codes map to :class:`nxauth.Reason` as in :data:`REASONS`; anything
 else is ``backend-error`` with libpam's text in the detail.  ``PAM_AUTH_ERR``
 for a user whose shadow password is locked (``usermod -L``; readable by root
-only) is reported as ``account-locked``.
+only) is reported as ``account-locked``.  ``usermod -L`` locks the password,
+not the account: pam_unix's account step still passes, so ``check_account``
+alone allows such a user (lock the account with ``usermod -e 1``).
+
+An allowed login's verdict carries the NSS name and the attributes
+``uid``, ``gid``, ``home`` and ``shell``.  A denied login has never
+reached ``pam_setcred``; the fail delay of a module (pam_unix: 2 s unless
+``nodelay``) is spent in the worker thread, never on an event loop.
+
+Why nxauth drives libpam itself rather than calling ``pam.authenticate``
+is explained in :mod:`nxauth.backends._libpam`.
 
 Options (``[backends.NAME]`` with ``kind = "pam"``):
 
@@ -101,6 +112,18 @@ def check_service_name(name: object) -> str:
     return name
 
 
+def _check_encoding(name: str) -> str:
+    """The codec's canonical name; ``ValueError`` for an unknown codec or one
+    that is not ASCII-compatible (libpam deals in NUL-terminated C strings)."""
+    try:
+        codec = codecs.lookup(name).name
+    except LookupError:
+        raise ValueError(f"unknown encoding {name!r}") from None
+    if "nxauth-Az09".encode(codec, "replace") != b"nxauth-Az09":
+        raise ValueError(f"{codec} is not ASCII-compatible")
+    return codec
+
+
 @hookimpl
 def nxauth_register_backends(registry: BackendRegistry) -> None:
     registry.add("pam", build_pam_backend)
@@ -116,11 +139,9 @@ def build_pam_backend(context: BackendContext) -> PamBackend:
         raise context.error("service", str(exc)) from None
     encoding = options.string("encoding", "utf-8")
     try:
-        encoding = codecs.lookup(encoding).name
-    except LookupError:
-        raise context.error("encoding", f"unknown encoding {encoding!r}") from None
-    if "nxauth-Az09".encode(encoding, "replace") != b"nxauth-Az09":
-        raise context.error("encoding", f"{encoding} is not ASCII-compatible")
+        _check_encoding(encoding)
+    except ValueError as exc:
+        raise context.error("encoding", str(exc)) from None
     usernames = context.config.usernames
     library = options.string("library")
     try:
@@ -158,7 +179,7 @@ class PamBackend:
         from . import _libpam
 
         self.service = check_service_name(service)
-        self.encoding = codecs.lookup(encoding).name
+        self.encoding = _check_encoding(encoding)
         self.account = account
         if nss not in ("require", "optional"):
             raise ValueError("nss must be 'require' or 'optional'")
@@ -238,6 +259,7 @@ class PamBackend:
                 final = tx.get_string_item(self._pam.USER) if code == self._pam.SUCCESS else None
                 text = tx.strerror(code)
         except PamStartError as exc:
+            log.warning("PAM service %s: %s", self.service, exc)
             return Verdict.deny(Reason.BACKEND_ERROR, str(exc))
         if code != self._pam.SUCCESS:
             detail = f"pam_acct_mgmt: {text} ({code})"
@@ -267,6 +289,7 @@ class PamBackend:
                 final = tx.get_string_item(pam.USER) if code == pam.SUCCESS else None
                 text = tx.strerror(code)
         except PamStartError as exc:
+            log.warning("PAM service %s: %s", self.service, exc)
             return Verdict.deny(Reason.BACKEND_ERROR, str(exc))
         if code == pam.SUCCESS:
             return self._identify(final, attempt.username)
