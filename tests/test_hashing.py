@@ -256,15 +256,19 @@ def test_hashing_runs_in_parallel_threads() -> None:
         for _ in range(rounds):
             hasher.verify(Secret(PASSWORD), stored)
 
-    start = time.perf_counter()
-    work()
-    work()
-    serial = time.perf_counter() - start
-    threads = [threading.Thread(target=work) for _ in range(2)]
-    start = time.perf_counter()
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    parallel = time.perf_counter() - start
-    assert parallel < 0.85 * serial, (parallel, serial)
+    speedups = []
+    for _ in range(3):  # other processes on the machine can take a core: best of three
+        start = time.perf_counter()
+        work()
+        work()
+        serial = time.perf_counter() - start
+        threads = [threading.Thread(target=work) for _ in range(2)]
+        start = time.perf_counter()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        speedups.append(serial / (time.perf_counter() - start))
+        if speedups[-1] > 1 / 0.85:
+            break
+    assert max(speedups) > 1 / 0.85, speedups
