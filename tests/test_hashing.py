@@ -213,9 +213,17 @@ def test_check_hash_accepts_supported(hasher: PasswordHasher) -> None:
 # ------------------------------------------------------------ dummy and secrecy
 
 
-def test_dummy_hash_made_once(hasher: PasswordHasher) -> None:
+def test_dummy_hash_is_a_real_argon2id_hash_made_without_hashing() -> None:
+    hasher = PasswordHasher(**CHEAP)
     assert hasher.dummy_hash is hasher.dummy_hash
     assert hasher.dummy_hash.startswith("$argon2id$v=19$m=8192,t=1,p=1$")
+    assert hasher.check_hash(hasher.dummy_hash) == "argon2"
+    assert not hasher.needs_update(hasher.dummy_hash)  # same parameters, same cost as new hashes
+    salt, digest = hasher.dummy_hash.split("$")[-2:]
+    real_salt, real_digest = hasher.hash(Secret("x")).split("$")[-2:]
+    assert (len(salt), len(digest)) == (len(real_salt), len(real_digest))
+    assert PasswordHasher(**CHEAP).dummy_hash != hasher.dummy_hash
+    assert not hasher.verify(Secret(PASSWORD), hasher.dummy_hash).matched
     hasher.dummy_verify(Secret(PASSWORD))  # returns nothing, raises nothing
     hasher.dummy_verify(Secret("x" * (1 << 20)))  # refused passwords cost nothing
 

@@ -18,14 +18,18 @@ What this module refuses, and why:
   one login take absurdly long (a denial-of-service from an imported file).
 
 Unknown users cost the same as known ones: :meth:`PasswordHasher.dummy_verify`
-checks the password against a hash of a random password made once, with the
-same parameters as new hashes.  No message here ever contains a password.
+checks the password against an argon2id hash with the parameters of new
+hashes, a random salt and a random digest.  It is put together, not
+computed, so it costs nothing to make: neither a process that never checks
+a password (``nxauth authorized-keys``) nor the first unknown user of a
+one-login process (``nxauth login``) pays an extra hash.  No message here
+ever contains a password.
 """
 
 from __future__ import annotations
 
+import base64
 import secrets
-import threading
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -123,6 +127,18 @@ def password_refusal(password: Secret) -> str | None:
     return None
 
 
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode("ascii").rstrip("=")
+
+
+def _synthetic_argon2id(time_cost: int, memory_cost: int, parallelism: int) -> str:
+    """An argon2id hash string with these parameters, a random 16-byte salt
+    and a random 32-byte digest (the sizes of real hashes), so checking a
+    password against it costs exactly one real check and never matches."""
+    salt, digest = secrets.token_bytes(16), secrets.token_bytes(32)
+    return f"$argon2id$v=19$m={memory_cost},t={time_cost},p={parallelism}${_b64(salt)}${_b64(digest)}"
+
+
 @final
 class PasswordHasher:
     """Hashes and checks passwords for the password database.
@@ -163,8 +179,7 @@ class PasswordHasher:
             argon2__memory_cost=memory_cost,
             argon2__parallelism=parallelism,
         )
-        self._dummy: str | None = None
-        self._lock = threading.Lock()
+        self.dummy_hash = _synthetic_argon2id(time_cost, memory_cost, parallelism)
 
     def __repr__(self) -> str:
         return f"PasswordHasher(argon2id t={self.time_cost} m={self.memory_cost}KiB p={self.parallelism})"
@@ -216,19 +231,7 @@ class PasswordHasher:
         """Spend what checking a real hash would cost, and learn nothing:
         for unknown users, so that timing does not tell who exists."""
         if password_refusal(password) is None:
-            self._context.verify(password.reveal(), self.dummy_hash)
-
-    @property
-    def dummy_hash(self) -> str:
-        """A hash of a random password with the parameters of new hashes,
-        made once (the first call costs one hash)."""
-        dummy = self._dummy
-        if dummy is None:
-            with self._lock:
-                if self._dummy is None:
-                    self._dummy = str(self._context.hash(secrets.token_urlsafe(24)))
-                dummy = self._dummy
-        return dummy
+            self._context.verify(password.reveal(), self.dummy_hash)  # never matches: the digest is random
 
     def needs_update(self, stored: str) -> bool:
         """True when ``stored`` is not argon2id with this hasher's parameters."""

@@ -108,11 +108,6 @@ class PasswordsBackend:
         else:
             log.info("%s: hash of %s changed meanwhile; not upgraded", self.name, escape_for_log(username))
 
-    def prepare(self) -> None:
-        """Compute the dummy hash now, so the first unknown user costs what
-        the others do."""
-        _ = self.hasher.dummy_hash
-
 
 def hasher_from_options(context: BackendContext) -> PasswordHasher:
     """The :class:`PasswordHasher` described by a ``passwords`` instance's options."""
@@ -126,9 +121,7 @@ def hasher_from_options(context: BackendContext) -> PasswordHasher:
 
 
 def build(context: BackendContext) -> PasswordsBackend:
-    backend = PasswordsBackend(user_database(context), hasher_from_options(context), name=context.name)
-    backend.prepare()
-    return backend
+    return PasswordsBackend(user_database(context), hasher_from_options(context), name=context.name)
 
 
 @hookimpl
