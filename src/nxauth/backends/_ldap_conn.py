@@ -446,7 +446,9 @@ class Pool:
                 if not self._idle:
                     return None
                 link = self._idle.pop()
-            if now - link.opened_at < self._lifetime and not link.broken:
+            # a server marked down (by any pool sharing the ServerSet) is not
+            # used through its old connections either
+            if now - link.opened_at < self._lifetime and not link.broken and not self.servers.is_dead(link.spec):
                 return link
             link.close()
 
