@@ -49,6 +49,7 @@ __all__ = [
     "PasswordHasher",
     "PasswordRefused",
     "UnsupportedHash",
+    "password_refusal",
 ]
 
 #: The longest password accepted, in UTF-8 bytes (passlib refuses longer ones).
@@ -79,14 +80,10 @@ class PasswordRefused(NxauthError, ValueError):
     """A password that cannot be hashed or checked: empty, too long, with a
     NUL, not UTF-8.  The message says why, never what the password was."""
 
-    __module__ = "nxauth"
-
 
 @final
 class UnsupportedHash(NxauthError, ValueError):
     """A stored hash of an unsupported scheme, malformed, or too costly."""
-
-    __module__ = "nxauth"
 
 
 @final
@@ -146,8 +143,6 @@ class PasswordHasher:
     ``time_cost`` (passes), ``memory_cost`` (KiB) and ``parallelism``
     (lanes) are argon2id's parameters for new hashes.  Thread-safe.
     """
-
-    __module__ = "nxauth"
 
     def __init__(
         self,

@@ -58,14 +58,10 @@ Progress = Callable[[int, int], None]
 class UserDatabaseError(NxauthError):
     """Base of the users table's errors (the message names the user)."""
 
-    __module__ = "nxauth"
-
 
 @final
 class UserExists(UserDatabaseError):
     """A user of that canonical name is already in the table."""
-
-    __module__ = "nxauth"
 
     def __init__(self, username: str) -> None:
         self.username = username
@@ -75,8 +71,6 @@ class UserExists(UserDatabaseError):
 @final
 class NoSuchUser(UserDatabaseError, LookupError):
     """No user of that canonical name is in the table."""
-
-    __module__ = "nxauth"
 
     def __init__(self, username: str) -> None:
         self.username = username
@@ -90,8 +84,6 @@ class ImportFormatError(UserDatabaseError, ValueError):
     ``problems`` lists ``(line number, message)`` pairs (1-based, at most
     :data:`MAX_REPORTED_PROBLEMS`); ``count`` is how many lines were bad.
     """
-
-    __module__ = "nxauth"
 
     def __init__(self, problems: Sequence[tuple[int, str]], count: int | None = None) -> None:
         self.problems = list(problems)
@@ -112,8 +104,6 @@ class UserRecord:
     comment: str
     created: float
     changed: float
-
-    __module__ = "nxauth"
 
     @property
     def has_password(self) -> bool:
@@ -266,8 +256,6 @@ class UserDatabase:
     Writers raise :class:`UserExists`, :class:`NoSuchUser`,
     :class:`InvalidUsername` or :class:`~nxauth.StoreError`.
     """
-
-    __module__ = "nxauth"
 
     def __init__(
         self,

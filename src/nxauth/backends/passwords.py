@@ -59,8 +59,6 @@ KIND = "passwords"
 class PasswordsBackend:
     """Checks passwords against the users table.  Thread-safe."""
 
-    __module__ = "nxauth.backends.passwords"
-
     def __init__(self, users: UserDatabase, hasher: PasswordHasher, *, name: str = KIND) -> None:
         self.users = users
         self.hasher = hasher

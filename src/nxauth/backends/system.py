@@ -56,8 +56,6 @@ class SystemAccountBackend:
     ``usernames.case``, to compare the name NSS returns.
     """
 
-    __module__ = "nxauth.backends.system"
-
     def __init__(
         self,
         *,

@@ -31,8 +31,6 @@ KIND = "users"
 class UsersBackend:
     """The allowlist check over the users table.  Thread-safe."""
 
-    __module__ = "nxauth.backends.users"
-
     def __init__(self, users: UserDatabase, *, name: str = KIND) -> None:
         self.users = users
         self.name = name
