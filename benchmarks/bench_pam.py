@@ -7,7 +7,8 @@ load the same ``libpam_wrapper.so`` with the same service directory.
 
 - direct: ``pam.authenticate(user, password, service=...)`` (python-pam 2.1:
   pam_authenticate, pam_acct_mgmt, pam_setcred on one handle);
-- nxauth: ``session.login(user, password)`` on an authenticator whose auth
+- nxauth: ``session.login(user, password)`` (stage 2; stage 1 with a
+  transport key is done before the clock starts) on an authenticator whose auth
   and account stacks are both ``pam`` (pam_authenticate and pam_acct_mgmt on
   one handle; the account role reuses that result), then the NSS lookup of
   the final name, with the throttle on (SQLite store) and the audit logger
@@ -39,49 +40,55 @@ TARGET_UNIX = 1.05
 PEER = ("198.51.100.7", 52100)
 
 
-def past_stage1(auth: nxauth.Authenticator) -> nxauth.Session:
-    """A session as if stage 1 had succeeded.  Stage 1 (transport keys) has
-    not landed in git yet; the benchmark measures stage 2 only, so it sets
-    the state directly instead of calling ``session.check_transport_key``."""
-    session = auth.open_session(PEER)
-    session._state = nxauth.SessionState.TRANSPORT_OK
-    return session
-
-
 def measure(
     label: str, state: Path, library: str, *, service: str, user: str, password: str, logins: int
 ) -> tuple[float, float]:
     import pam as python_pam
 
+    from conftest import ListKeySource, TransportKey
+
+    key = TransportKey()
     auth = nxauth.Authenticator(
         {
             "state_dir": str(state / service),
-            "transport": {"key_sources": []},
+            "transport": {"key_sources": ["keys"]},
             "backends": {"pam": {"kind": "pam", "service": service, "library": library}},
             "auth": [{"use": "pam"}],
             "account": [{"use": "pam"}],
         },
+        backends={"keys": ListKeySource(key.line)},
         entry_points=False,
     )
+
+    def granted() -> nxauth.Session:  # stage 1, not timed
+        session = auth.open_session(PEER)
+        session.check_transport_key("nx", key.line)
+        return session
 
     def direct() -> None:
         if not python_pam.authenticate(user, password, service=service):
             raise SystemExit(f"{label}: the direct python-pam login failed")
 
-    def through_nxauth() -> None:
-        past_stage1(auth).login(user, password)
+    def through_nxauth(session: nxauth.Session | None) -> None:
+        assert session is not None
+        session.login(user, password)
 
-    for call in (direct, through_nxauth) * 5:  # warm up: libraries, caches, the store
-        call()
-    times: dict[Callable[[], None], list[int]] = {direct: [], through_nxauth: []}
+    def direct_call(session: nxauth.Session | None) -> None:
+        direct()
+
+    for _ in range(5):  # warm up: libraries, caches, the store
+        direct()
+        through_nxauth(granted())
+    times: dict[Callable[[nxauth.Session | None], None], list[int]] = {direct_call: [], through_nxauth: []}
     for index in range(logins):
-        order = (direct, through_nxauth) if index % 2 == 0 else (through_nxauth, direct)
+        order = (direct_call, through_nxauth) if index % 2 == 0 else (through_nxauth, direct_call)
         for call in order:
+            session = granted() if call is through_nxauth else None
             start = time.perf_counter_ns()
-            call()
+            call(session)
             times[call].append(time.perf_counter_ns() - start)
     auth.close()
-    return statistics.median(times[direct]) / 1000, statistics.median(times[through_nxauth]) / 1000
+    return statistics.median(times[direct_call]) / 1000, statistics.median(times[through_nxauth]) / 1000
 
 
 def report(label: str, logins: int, direct: float, pipeline: float, target: float | None) -> None:

@@ -150,17 +150,15 @@ def build(
     return build_auth
 
 
-def past_stage1(auth: nxauth.Authenticator, peer: Peer = OUTSIDE) -> nxauth.Session:
-    """A session as if stage 1 had succeeded.
+@pytest.fixture
+def stage1(granted: Callable[..., nxauth.Session]) -> Callable[..., nxauth.Session]:
+    """Open a session on an authenticator and pass stage 1 with the
+    conftest's transport key, from ``peer``."""
 
-    Stage 1 (transport keys: nxauth.keys, keypolicy, authorized_keys) is
-    being written by another engineer and has not landed in git yet; until it
-    has, these stage-2 tests set the state directly instead of calling
-    ``session.check_transport_key`` (the conftest's ``granted`` fixture).
-    """
-    session = auth.open_session((peer.host, peer.port))
-    session._state = nxauth.SessionState.TRANSPORT_OK
-    return session
+    def open_session(auth: nxauth.Authenticator, peer: Peer = OUTSIDE) -> nxauth.Session:
+        return granted(auth, (peer.host, peer.port))
+
+    return open_session
 
 
 def test_kind_is_a_builtin(build: Callable[..., nxauth.Authenticator]) -> None:
@@ -191,7 +189,9 @@ def test_kind_is_a_builtin(build: Callable[..., nxauth.Authenticator]) -> None:
         pytest.param({"sevice": "x"}, "sevice", "unknown option", id="misspelled"),
     ],
 )
-def test_bad_options(build: Callable[..., nxauth.Authenticator], options: dict[str, Any], key: str, message: str):
+def test_bad_options(
+    build: Callable[..., nxauth.Authenticator], options: dict[str, Any], key: str, message: str
+) -> None:
     with pytest.raises(ConfigError) as info:
         build(**options)
     assert info.value.key == f"backends.pam.{key}"
@@ -294,10 +294,15 @@ def counting(backend: object) -> CountingLib:
     return spy
 
 
-def test_one_handle_per_login(build: Callable[..., nxauth.Authenticator], matrix: PamWrapper, names: list[str]):
+def test_one_handle_per_login(
+    build: Callable[..., nxauth.Authenticator],
+    matrix: PamWrapper,
+    names: list[str],
+    stage1: Callable[..., nxauth.Session],
+) -> None:
     auth = build()
     backend, spy = auth.backends["pam"], counting(auth.backends["pam"])
-    identity = past_stage1(auth).login(names[0], password_of(names[0]))
+    identity = stage1(auth).login(names[0], password_of(names[0]))
     assert spy.starts == 1  # pam_acct_mgmt ran on the login's handle; the account role reused it
     assert isinstance(backend, PamBackend)
     assert backend.check_account(identity).allowed and spy.starts == 2  # used once only
@@ -306,11 +311,14 @@ def test_one_handle_per_login(build: Callable[..., nxauth.Authenticator], matrix
 
 
 def test_account_role_opens_its_own_handle_without_the_account_step(
-    build: Callable[..., nxauth.Authenticator], matrix: PamWrapper, names: list[str]
+    build: Callable[..., nxauth.Authenticator],
+    matrix: PamWrapper,
+    names: list[str],
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     auth = build(account=False)
     spy = counting(auth.backends["pam"])
-    past_stage1(auth).login(names[0], password_of(names[0]))
+    stage1(auth).login(names[0], password_of(names[0]))
     assert spy.starts == 2
 
 
@@ -374,14 +382,18 @@ def test_pam_access_sees_the_remote_host(
 
 
 def test_access_denial_end_to_end(
-    build: Callable[..., nxauth.Authenticator], matrix: PamWrapper, names: list[str], sink: RecordingSink
+    build: Callable[..., nxauth.Authenticator],
+    matrix: PamWrapper,
+    names: list[str],
+    sink: RecordingSink,
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     auth = build(Services.ACCESS)
     with pytest.raises(AuthenticationFailed) as info:
-        past_stage1(auth, OUTSIDE).login(names[0], password_of(names[0]))
+        stage1(auth, OUTSIDE).login(names[0], password_of(names[0]))
     assert info.value.reason is Reason.RESTRICTED
     assert sink.events[-1].backend == "pam" and "pam_acct_mgmt" in sink.events[-1].detail
-    identity = past_stage1(auth, INSIDE).login(names[0], password_of(names[0]))
+    identity = stage1(auth, INSIDE).login(names[0], password_of(names[0]))
     assert identity.username == names[0] and identity.backend == "pam"
     assert identity.attributes["uid"] == pwd.getpwnam(names[0]).pw_uid
 
@@ -450,10 +462,14 @@ def test_a_chatty_module_cannot_flood_the_trail(matrix: PamWrapper, names: list[
 
 
 def test_messages_reach_the_audit_trail(
-    build: Callable[..., nxauth.Authenticator], matrix: PamWrapper, names: list[str], sink: RecordingSink
+    build: Callable[..., nxauth.Authenticator],
+    matrix: PamWrapper,
+    names: list[str],
+    sink: RecordingSink,
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     with pytest.raises(AuthenticationFailed) as info:
-        past_stage1(build(Services.CHATTY)).login(names[0], "wrong")
+        stage1(build(Services.CHATTY)).login(names[0], "wrong")
     assert info.value.reason is Reason.BAD_PASSWORD
     assert "msg: pam error: Authentication generated an error" in sink.events[-1].detail
 
@@ -508,9 +524,10 @@ def test_name_mismatch_end_to_end(
     names: list[str],
     pam_user_env: Callable[[bytes], None],
     sink: RecordingSink,
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     pam_user_env(names[3].encode())
-    session = past_stage1(build(Services.RENAME))
+    session = stage1(build(Services.RENAME))
     with pytest.raises(AuthenticationFailed) as info:
         session.login(names[0].upper(), password_of(names[0]))
     assert info.value.reason is Reason.NAME_MISMATCH
@@ -586,11 +603,16 @@ def test_1mib_password_through_libpam(matrix: PamWrapper, names: list[str]) -> N
     ],
 )
 def test_bad_passwords_end_to_end(
-    build: Callable[..., nxauth.Authenticator], matrix: PamWrapper, names: list[str], password: str, reason: Reason
+    build: Callable[..., nxauth.Authenticator],
+    matrix: PamWrapper,
+    names: list[str],
+    password: str,
+    reason: Reason,
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     auth = build(mapping={"session": {"max_password_bytes": 1 << 20}})
     with pytest.raises(AuthenticationFailed) as info:
-        past_stage1(auth).login(names[0], password)
+        stage1(auth).login(names[0], password)
     assert info.value.reason is reason
 
 
@@ -603,6 +625,7 @@ def test_password_never_leaks(
     names: list[str],
     sink: RecordingSink,
     caplog: pytest.LogCaptureFixture,
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     caplog.set_level(logging.DEBUG)
     seen: list[object] = []
@@ -610,7 +633,7 @@ def test_password_never_leaks(
         auth = build(service)
         for conversation in (None, Recorder(SENTINEL_PASSWORD)):
             with pytest.raises(AuthenticationFailed) as info:
-                past_stage1(auth).login(names[0], SENTINEL_PASSWORD, conversation=conversation)
+                stage1(auth).login(names[0], SENTINEL_PASSWORD, conversation=conversation)
             seen.append(info.value)
             login = attempt(names[0], SENTINEL_PASSWORD, conversation)
             seen.extend([make(matrix, service).authenticate(login), login.messages])
@@ -664,15 +687,18 @@ def test_pam_unix_unknown_user(pam_wrapper: PamWrapper) -> None:
 
 @root_only()
 def test_pam_unix_end_to_end(
-    build: Callable[..., nxauth.Authenticator], unix_user: tuple[str, str], sink: RecordingSink
+    build: Callable[..., nxauth.Authenticator],
+    unix_user: tuple[str, str],
+    sink: RecordingSink,
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     name, password = unix_user
     auth = build(Services.UNIX)
-    identity = past_stage1(auth).login(name.upper(), password)
+    identity = stage1(auth).login(name.upper(), password)
     assert identity.username == name and identity.attributes["home"] == pwd.getpwnam(name).pw_dir
     chage(name, "-d", "0")
     with pytest.raises(AuthenticationFailed) as info:
-        past_stage1(auth).login(name, password)
+        stage1(auth).login(name, password)
     assert info.value.reason is Reason.PASSWORD_EXPIRED
     assert "You are required to change your password" in sink.events[-1].detail
 
@@ -748,7 +774,10 @@ def test_threads_pam_unix(pam_wrapper: PamWrapper) -> None:
 
 
 def test_login_async_runs_off_the_event_loop(
-    build: Callable[..., nxauth.Authenticator], matrix: PamWrapper, names: list[str]
+    build: Callable[..., nxauth.Authenticator],
+    matrix: PamWrapper,
+    names: list[str],
+    stage1: Callable[..., nxauth.Session],
 ) -> None:
     auth = build(Services.OTP)
 
@@ -779,10 +808,10 @@ def test_login_async_runs_off_the_event_loop(
 
         task = asyncio.create_task(ticker())
         logins = [
-            past_stage1(auth).login_async(name, password_of(name), conversation=conversation_for(name))
+            stage1(auth).login_async(name, password_of(name), conversation=conversation_for(name))
             for name in names[:THREADS]
         ]
-        logins.append(past_stage1(auth).login_async(names[0], password_of(names[0]), conversation=sync_relay(names[0])))
+        logins.append(stage1(auth).login_async(names[0], password_of(names[0]), conversation=sync_relay(names[0])))
         identities = await asyncio.gather(*logins)
         stop.set()
         await task
