@@ -71,7 +71,12 @@ class LdapBackend:
         wanted += self._groups.user_attributes()
         wanted += ad.AD_STATE_ATTRIBUTES if settings.active_directory else GENERIC_STATE
         self._entry_attributes = tuple(dict.fromkeys(wanted))
-        self._needs_entry = bool(settings.attributes) or settings.groups.enabled or settings.active_directory
+        readable = settings.mode in ("dn", "search") or settings.user_base is not None
+        # AD refuses binds of disabled, expired and locked accounts itself; the
+        # attributes are read as well (defence in depth) when the entry can be found
+        self._needs_entry = (
+            bool(settings.attributes) or settings.groups.enabled or (settings.active_directory and readable)
+        )
         self._recent: OrderedDict[tuple[str, str], tuple[float, Verdict]] = OrderedDict()
         self._recent_lock = threading.Lock()
 

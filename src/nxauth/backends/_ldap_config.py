@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, final
 
 from ..model import Secret
@@ -259,6 +259,10 @@ def read_settings(ctx: BackendContext) -> Settings:
     attributes = tuple(
         a if a.lower() == "dn" else _attribute_name(ctx, "attributes", a) for a in opts.strings("attributes")
     )
+    if mode in ("upn", "downlevel") and user_base is None:  # the entry cannot be found
+        if attributes or require or deny:
+            raise ctx.error("user_base", "is required to read the user's entry (groups, attributes)")
+        groups = replace(groups, in_identity=False)
     settings = Settings(
         name=ctx.name,
         implementation=implementation,
@@ -286,7 +290,4 @@ def read_settings(ctx: BackendContext) -> Settings:
         key_attribute=_attribute_name(ctx, "key_attribute", opts.string("key_attribute", "sshPublicKey")),
         groups=groups,
     )
-    needs_entry = bool(attributes) or groups.enabled
-    if mode in ("upn", "downlevel") and needs_entry and user_base is None:
-        raise ctx.error("user_base", "is required to read the user's entry (groups, attributes)")
     return settings
