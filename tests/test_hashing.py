@@ -3,7 +3,6 @@ truncated, refusals before any hashing."""
 
 from __future__ import annotations
 
-import os
 import statistics
 import threading
 import time
@@ -252,31 +251,24 @@ def test_reprs_hold_no_secret(hasher: PasswordHasher) -> None:
     assert repr(hasher) == "PasswordHasher(argon2id t=1 m=8192KiB p=1)"
 
 
-@pytest.mark.slow
-@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
-def test_hashing_runs_in_parallel_threads() -> None:
-    """argon2-cffi releases the GIL: two threads hash faster than one."""
-    hasher = PasswordHasher(time_cost=2, memory_cost=16384)
+def test_hashing_releases_the_gil() -> None:
+    """argon2-cffi releases the GIL while it hashes, so logins in other
+    threads (and on other cores) go on meanwhile.  Measured as the longest
+    pause of a Python loop while another thread checks a password: with the
+    GIL held it would last the whole check.  (Unlike a speed-up, this holds
+    on a busy machine too.)"""
+    hasher = PasswordHasher(time_cost=3, memory_cost=65536)
     stored = hasher.hash(Secret(PASSWORD))
-    rounds = 8
-
-    def work() -> None:
-        for _ in range(rounds):
-            hasher.verify(Secret(PASSWORD), stored)
-
-    speedups = []
-    for _ in range(3):  # other processes on the machine can take a core: best of three
-        start = time.perf_counter()
-        work()
-        work()
-        serial = time.perf_counter() - start
-        threads = [threading.Thread(target=work) for _ in range(2)]
-        start = time.perf_counter()
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        speedups.append(serial / (time.perf_counter() - start))
-        if speedups[-1] > 1 / 0.85:
-            break
-    assert max(speedups) > 1 / 0.85, speedups
+    start = time.perf_counter()
+    hasher.verify(Secret(PASSWORD), stored)
+    one_check = time.perf_counter() - start
+    worker = threading.Thread(target=lambda: [hasher.verify(Secret(PASSWORD), stored) for _ in range(2)])
+    longest = 0.0
+    last = time.perf_counter()
+    worker.start()
+    while worker.is_alive():
+        now = time.perf_counter()
+        longest = max(longest, now - last)
+        last = now
+    worker.join()
+    assert longest < one_check / 2, (longest, one_check)
