@@ -424,6 +424,7 @@ AD_LIKE = {"implementation": "activedirectory", **SEARCH}
         ("expired", "expired", Reason.ACCOUNT_EXPIRED),
         ("changeme", "changeme", Reason.PASSWORD_EXPIRED),
         ("alice", "alice", Reason.UNKNOWN_USER),  # no sAMAccountName
+        ("ws01$", "ws01$", Reason.UNKNOWN_USER),  # a computer account
         ("jdoe", "alice", Reason.BAD_PASSWORD),
     ],
 )
@@ -559,3 +560,29 @@ def test_end_to_end_unknown_transport_key(authenticator: tuple[nxauth.Authentica
     with pytest.raises(AuthenticationFailed):
         auth.open_session(peer=("198.51.100.9", 40001)).check_transport_key("nx", NX_KEY_2.line)
     assert auth.open_session(peer=("192.0.2.5", 40002)).check_transport_key("nx", NX_KEY_2.line).source == "corp"
+
+
+def test_a_user_bind_connection_never_searches_on_another_bind(make: Make) -> None:
+    """A connection of the user-bind pool goes back to the pool bound as the
+    last user; it refuses any search until this checkout's own bind succeeded."""
+    backend = make(**DIRECT, pool_size=1)
+    assert verdict_of(backend, "alice", PASSWORDS["alice"]).allowed  # the pooled link is bound as alice
+    deadline = backend._deadline()
+    condition = b"\x87\x0bobjectClass"
+
+    def search_only(link: Any) -> Any:
+        return link.search(PEOPLE, 2, condition, [], deadline)
+
+    def failed_bind_then_search(link: Any) -> Any:
+        assert not link.bind(person_dn("bob"), b"wrong", deadline).ok
+        return link.search(PEOPLE, 2, condition, [], deadline)
+
+    for work in (search_only, failed_bind_then_search):
+        with pytest.raises(RuntimeError):
+            backend._users.run(work, deadline)
+
+    def bind_then_search(link: Any) -> Any:
+        assert link.bind(person_dn("bob"), PASSWORDS["bob"].encode(), deadline).ok
+        return link.search(person_dn("bob"), 0, condition, [], deadline)
+
+    assert len(backend._users.run(bind_then_search, deadline).entries) == 1

@@ -71,6 +71,7 @@ PASSWORDS: dict[str, str] = {
     "disabled": "disabled-pw",
     "expired": "expired-pw",
     "changeme": "changeme-pw",
+    "ws01$": "machine-pw",
 }
 
 OPENSSH_LPK_SCHEMA = """\
@@ -102,8 +103,13 @@ attributetype ( 1.2.840.113556.1.4.96 NAME 'pwdLastSet'
 \tEQUALITY integerMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.27 SINGLE-VALUE )
 attributetype ( 1.2.840.113556.1.2.102 NAME 'memberOf'
 \tEQUALITY distinguishedNameMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.12 )
+# AD's objectCategory is a DN that AD also matches by its short name
+# ("person"); here it is a plain string holding the short name.
+attributetype ( 1.2.840.113556.1.2.370 NAME 'objectCategory'
+\tEQUALITY caseIgnoreMatch SYNTAX 1.3.6.1.4.1.1466.115.121.1.15 SINGLE-VALUE )
 objectclass ( {_OID}.1 NAME 'user' SUP top AUXILIARY
-\tMAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ accountExpires $ pwdLastSet $ memberOf ) )
+\tMAY ( sAMAccountName $ userPrincipalName $ userAccountControl $ accountExpires $ pwdLastSet $ memberOf
+\t$ objectCategory ) )
 objectclass ( {_OID}.2 NAME 'group' SUP top STRUCTURAL
 \tMUST cn MAY ( member $ description ) )
 """
@@ -343,8 +349,9 @@ def directory_ldif(
     ``#hash``, ``o'hara``, ``zoë``), ppolicy users (locked, lockme: locked
     after 3 failures, mustchange, expiredpw), AD-like users (jdoe, disabled,
     expired, changeme: objectClass ``user`` with sAMAccountName, UPN
-    ``NAME@corp.example.org``, userAccountControl, accountExpires,
-    pwdLastSet).  ``uid=nx,ou=services`` holds ``nx_keys`` as sshPublicKey.
+    ``NAME@corp.example.org``, objectCategory person, userAccountControl,
+    accountExpires, pwdLastSet; and ``ws01$``, a computer account).
+    ``uid=nx,ou=services`` holds ``nx_keys`` as sshPublicKey.
     ``bulk_users`` adds ``user00000``... with password ``bulk_password``.
     ``ou=remote,ou=people`` is a referral object pointing at ``referral``
     (by default a port where nothing listens): subtree searches of
@@ -430,12 +437,23 @@ def directory_ldif(
         "expired": ("512", str(filetime(now - datetime.timedelta(days=1))), str(filetime(now))),
         "changeme": ("512", str(filetime(now + datetime.timedelta(days=30))), "0"),
     }
+    out.append(  # a computer account: objectClass user too, but not a person
+        _person(
+            "ws01$",
+            suffix,
+            ("objectClass", "user"),
+            ("objectCategory", "computer"),
+            ("sAMAccountName", "ws01$"),
+            ("userAccountControl", "4096"),
+        )
+    )
     for uid, (uac, expires, last_set) in ad_users.items():
         out.append(
             _person(
                 uid,
                 suffix,
                 ("objectClass", "user"),
+                ("objectCategory", "person"),
                 ("sAMAccountName", uid),
                 ("userPrincipalName", f"{uid}@corp.example.org"),
                 ("userAccountControl", uac),

@@ -62,7 +62,7 @@ class LdapBackend:
         }
         self._tls = tls
         self._service = Pool("service", self._servers, tls, prepare=self._service_bind, **pool_options)
-        self._users = Pool("user binds", self._servers, tls, **pool_options)
+        self._users = Pool("user binds", self._servers, tls, bind_first=True, **pool_options)
         self._groups = GroupResolver(settings.groups, active_directory=settings.active_directory)
         self._controls: tuple[tuple[str, bool, bytes | None], ...] = (
             ((wire.PPOLICY_OID, False, None),) if settings.password_policy else ()
@@ -101,7 +101,7 @@ class LdapBackend:
         result = link.bind(settings.bind_dn, settings.bind_password.reveal_bytes(), deadline)
         if not result.ok:
             log.error("ldap %s: the service account bind failed with code %d", self.name, result.code)
-            raise BackendError(f"service account bind failed with code {result.code}: {result.message[:100]}")
+            raise BackendError(f"service account bind failed with {result.describe()}")
 
     def _searcher(self, link: Link, deadline: float) -> Callable[..., SearchResult]:
         def search(base: str, scope: int, condition: wire.Filter, attributes: Sequence[str]) -> SearchResult:
@@ -199,7 +199,7 @@ class LdapBackend:
         if result.result.code == 32:
             raise BackendError(f"user_base {base!r} does not exist")
         if not result.result.ok:
-            raise BackendError(f"user search failed with code {result.result.code}: {result.result.message[:100]}")
+            raise BackendError(f"user search failed with {result.result.describe()}")
         return result.entries[0] if result.entries else None
 
     # ------------------------------------------------------------ decisions
@@ -231,8 +231,7 @@ class LdapBackend:
         if result.code == 10:
             return Verdict.deny(Reason.BACKEND_ERROR, "the server answered the bind with a referral")
         reason, meaning = BIND_CODES.get(result.code, (Reason.BACKEND_ERROR, "bind failed"))
-        text = escape_for_log(result.message, 120, quoted=True)
-        return Verdict.deny(reason, f"{meaning} (code {result.code}: {text})")
+        return Verdict.deny(reason, f"{meaning} ({result.describe()})")
 
     def _account_state(self, entry: wire.Entry) -> Verdict | None:
         if self.settings.active_directory:

@@ -28,7 +28,10 @@ MEMBERSHIPS: Final = {
     "memberof": "memberOf",
 }
 GROUP_SIDE: Final = ("member", "uniqueMember", "memberUid")
-AD_USER_FILTER: Final = "(&(objectClass=user)(|(sAMAccountName={username})(userPrincipalName={username})))"
+#: Users, not computers (whose objectClass is also ``user``) nor contacts.
+AD_USER_FILTER: Final = (
+    "(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={username})(userPrincipalName={username})))"
+)
 GENERIC_USER_FILTER: Final = "(uid={username})"
 
 

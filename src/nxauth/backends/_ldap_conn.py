@@ -160,6 +160,9 @@ class Link:
         self._next_id = 1
         self.opened_at = time.monotonic()
         self.broken = False
+        #: a connection of the user-bind pool: searches only after this
+        #: checkout's own successful bind (never on another user's bind)
+        self.bind_first = False
         self.bound_in_checkout = False
 
     def __repr__(self) -> str:
@@ -271,8 +274,8 @@ class Link:
             raise LinkError(f"{self.spec}: unexpected response to a bind")
         result = _result(self, final_message)
         if result.code in UNAVAILABLE_CODES:
-            raise LinkError(f"{self.spec}: bind refused with code {result.code} ({result.message[:100]})")
-        self.bound_in_checkout = True
+            raise LinkError(f"{self.spec}: bind refused with {result.describe()}")
+        self.bound_in_checkout = result.ok
         return result
 
     def search(
@@ -286,6 +289,8 @@ class Link:
         size_limit: int = 0,
     ) -> SearchResult:
         """Search; entries, references and the final result (codes 51/52 raise)."""
+        if self.bind_first and not self.bound_in_checkout:
+            raise RuntimeError("a user-bind connection must be bound in this checkout before a search")
         encoded = base.encode("utf-8")
         time_limit = max(1, int(deadline - time.monotonic() + 0.999))
         messages = self.exchange(
@@ -310,7 +315,7 @@ class Link:
             raise LinkError(f"{self.spec}: unexpected response to a search")
         result = _result(self, messages[-1])
         if result.code in UNAVAILABLE_CODES:
-            raise LinkError(f"{self.spec}: search refused with code {result.code} ({result.message[:100]})")
+            raise LinkError(f"{self.spec}: search refused with {result.describe()}")
         return SearchResult(tuple(entries), tuple(references), result)
 
     def close(self) -> None:
@@ -410,8 +415,9 @@ class ServerSet:
 class Pool:
     """Idle links to the servers, for one purpose (service searches, or user
     binds).  ``prepare(link, deadline)`` runs on every new link (the service
-    bind).  At most ``size`` links are kept idle; none older than
-    ``lifetime`` seconds is reused."""
+    bind).  With ``bind_first``, a link refuses to search until it was bound
+    successfully in the current checkout.  At most ``size`` links are kept
+    idle; none older than ``lifetime`` seconds is reused."""
 
     def __init__(
         self,
@@ -423,6 +429,7 @@ class Pool:
         size: int,
         lifetime: float,
         prepare: Callable[[Link, float], None] | None = None,
+        bind_first: bool = False,
     ) -> None:
         self.name = name
         self.servers = servers
@@ -431,6 +438,7 @@ class Pool:
         self._size = size
         self._lifetime = lifetime
         self._prepare = prepare
+        self._bind_first = bind_first
         self._idle: collections.deque[Link] = collections.deque()
         self._lock = threading.Lock()
         self._closed = False
@@ -494,6 +502,7 @@ class Pool:
                 raise
             self.servers.mark_alive(spec)
             self.opened += 1
+            link.bind_first = self._bind_first
             return link
         raise LinkError("no ldap server available: " + ("; ".join(errors) if errors else "all tried"))
 

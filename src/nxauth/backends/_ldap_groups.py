@@ -67,8 +67,7 @@ class GroupResolver:
         filters = [settings.filter, condition] if settings.filter is not None else [condition]
         result = search(settings.base, settings.scope, wire.all_of(filters), attributes)
         if not result.result.ok:
-            code = result.result
-            raise BackendError(f"group search failed with code {code.code}: {code.message[:100]}")
+            raise BackendError(f"group search failed with {result.result.describe()}")
         return list(result.entries)
 
     def _named(self, entry: wire.Entry) -> Group:

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
 
+from ..usernames import escape_for_log
+
 __all__ = [
     "PPOLICY_OID",
     "Entry",
@@ -493,6 +495,12 @@ class Result:
     @property
     def ok(self) -> bool:
         return self.code == 0
+
+    def describe(self) -> str:
+        """``code N: message`` for logs and the audit trail (the server's
+        text cut to 120 characters and escaped)."""
+        text = escape_for_log(self.message.rstrip("\x00"), 120, quoted=True)
+        return f"code {self.code}: {text}" if text else f"code {self.code}"
 
 
 def decode_result(message: Message) -> Result:

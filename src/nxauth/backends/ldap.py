@@ -67,7 +67,8 @@ Finding the user (one of the first three, else search then bind)
                           where AD users' entries are read)
   ``user_scope``          ``base``, ``one`` or ``subtree``  [subtree]
   ``user_filter``         with ``{username}``  [``(uid={username})``; AD:
-                          ``(&(objectClass=user)(|(sAMAccountName={username})(userPrincipalName={username})))``]
+                          ``(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={username})``
+                          ``(userPrincipalName={username})))``]
   ``bind_dn``, ``bind_password``  the service account; the password as
                           ``{env = "NAME"}`` or ``{file = "/path"}``  [anonymous]
 
