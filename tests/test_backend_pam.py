@@ -419,11 +419,11 @@ def test_wrong_code_denies(matrix: PamWrapper, names: list[str]) -> None:
     ("conversation", "options", "reason", "detail"),
     [
         pytest.param(None, {}, Reason.CONVERSATION_UNAVAILABLE, "no conversation is available", id="none"),
-        pytest.param(Recorder(), {}, Reason.CONVERSATION_FAILED, "raised RuntimeError", id="raises"),
+        pytest.param(Recorder(), {}, Reason.CONVERSATION_FAILED, "raised ConversationFailed", id="raises"),
         pytest.param(Recorder("12\x0034"), {}, Reason.CONVERSATION_FAILED, "NUL", id="nul"),
         pytest.param(Recorder("\u20ac"), {"encoding": "latin-1"}, Reason.CONVERSATION_FAILED, "encoded", id="enc"),
         pytest.param(Recorder("9" * (1 << 20)), {}, Reason.CONVERSATION_FAILED, "longer than", id="1MiB"),
-        pytest.param(Recorder(b"x"), {}, Reason.CONVERSATION_UNAVAILABLE, "neither str nor Secret", id="not-str"),
+        pytest.param(Recorder(b"x"), {}, Reason.CONVERSATION_FAILED, "raised ConversationFailed", id="not-str"),
     ],
 )
 def test_conversation_failures(

@@ -464,3 +464,29 @@ def test_sshsig_replay_expiry_namespace_and_other_session(
     garbage = auth.open_session(PEER)
     garbage.challenge()
     assert failed(lambda: garbage.check_transport_signature("nx", "not a signature")).reason is Reason.KEY_FORMAT
+
+
+def test_failing_conversation_callback_denies(make_auth: Build, granted: Granted) -> None:
+    session = granted(make_auth(backends={"mem": Spy(ask="Code: ")}))
+
+    def broken(prompt: str, echo: bool) -> str:
+        raise RuntimeError("terminal went away")
+
+    assert (
+        failed(lambda: session.login("alice", "wonderland", conversation=broken)).reason is Reason.CONVERSATION_FAILED
+    )
+    other = granted(make_auth(backends={"mem": Spy(ask="Code: ")}))
+    assert failed(lambda: other.login("alice", "wonderland", conversation=lambda p, e: 42)).reason is (
+        Reason.CONVERSATION_FAILED
+    )
+
+
+def test_backend_messages_reach_the_accepted_event(make_auth: Build, granted: Granted, sink: RecordingSink) -> None:
+    class Chatty:
+        def authenticate(self, attempt: Attempt) -> Verdict:
+            attempt.info("Your password expires in 3 days")
+            return Verdict.allow()
+
+    session = granted(make_auth({"auth": [{"use": "chatty"}]}, backends={"chatty": Chatty()}))
+    session.login("alice", "wonderland")
+    assert sink.events[-1].detail == "msg: Your password expires in 3 days"

@@ -24,6 +24,7 @@ from .hookspecs import hookimpl
 from .model import (
     Attempt,
     AuthEvent,
+    ConversationFailed,
     ConversationUnavailable,
     Decision,
     Identity,
@@ -50,6 +51,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "Control",
+    "ConversationFailed",
     "ConversationUnavailable",
     "Decision",
     "Identity",

@@ -17,6 +17,7 @@ from .errors import NxauthError, UsageError
 __all__ = [
     "Attempt",
     "AuthEvent",
+    "ConversationFailed",
     "ConversationUnavailable",
     "Decision",
     "Identity",
@@ -327,6 +328,13 @@ class ConversationUnavailable(NxauthError):
     __module__ = "nxauth"
 
 
+@final
+class ConversationFailed(NxauthError):
+    """The host's conversation callback raised or returned something unusable."""
+
+    __module__ = "nxauth"
+
+
 Conversation = Callable[[str, bool], "str | Secret"]
 
 
@@ -369,15 +377,20 @@ class Attempt:
         """Ask the client one more question and return the answer.
 
         Raises :class:`ConversationUnavailable` when the host gave no
-        conversation callback (the stack turns that into a deny).
+        conversation callback, :class:`ConversationFailed` when the callback
+        raised or returned neither ``str`` nor ``Secret`` (the stack turns
+        both into a deny).
         """
         if self._conversation is None:
             raise ConversationUnavailable(f"backend asked {prompt[:60]!r} but no conversation is available")
-        answer = self._conversation(prompt, echo)
+        try:
+            answer = self._conversation(prompt, echo)
+        except Exception as exc:  # noqa: BLE001 - the host's callback failing is a denial, not a crash
+            raise ConversationFailed(f"the conversation callback raised {type(exc).__name__}") from None
         if isinstance(answer, Secret):
             return answer
         if not isinstance(answer, str):
-            raise ConversationUnavailable("the conversation callback returned neither str nor Secret")
+            raise ConversationFailed("the conversation callback returned neither str nor Secret")
         return Secret(answer)
 
     @property

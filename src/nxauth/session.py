@@ -416,7 +416,7 @@ class Session:
                 detail=f"{lockout.key} locked for {max(0.0, lockout.until - auth.clock()):.0f}s more",
             )
         try:
-            identity = self._stage2(username, password, conversation)
+            identity, messages = self._stage2(username, password, conversation)
         except _Denied as denied:
             if denied.reason not in NOT_COUNTED:
                 self._record_failure(username)
@@ -431,7 +431,7 @@ class Session:
                 detail=denied.detail,
             )
         if (
-            not self._emit(2, "accepted", Reason.OK, "password", username, backend=identity.backend)
+            not self._emit(2, "accepted", Reason.OK, "password", username, backend=identity.backend, detail=messages)
             and cfg.audit.required
         ):
             self._fail(2, Reason.AUDIT_FAILED, "password", username, backend=identity.backend)
@@ -452,7 +452,11 @@ class Session:
         if lockout is not None:
             log.warning("throttle: %s locked out until %.0f", lockout.key, lockout.until)
 
-    def _stage2(self, username: str, password: Secret, conversation: ConversationCallback | None) -> Identity:
+    def _stage2(
+        self, username: str, password: Secret, conversation: ConversationCallback | None
+    ) -> tuple[Identity, str]:
+        """The stacks; returns the identity and the backends' messages (PAM
+        info text, ...) for the accepted event."""
         auth = self._auth
         cfg = auth.config
         if password.is_empty():
@@ -499,7 +503,7 @@ class Session:
                 groups=groups | more_groups,
                 attributes=MappingProxyType({**more_attributes, **attributes}),
             )
-        return identity
+        return identity, "; ".join(f"msg: {m}" for m in attempt.messages)[:500]
 
 
 def _canonical(auth: Authenticator, name: str) -> str | None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, final
 
 from .config import Control
-from .model import ConversationUnavailable, Decision, Reason, Verdict
+from .model import ConversationFailed, ConversationUnavailable, Decision, Reason, Verdict
 
 __all__ = ["Outcome", "StackResult", "Step", "evaluate", "run_step"]
 
@@ -85,6 +85,8 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
             result = step.call()
     except ConversationUnavailable as exc:
         return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE, str(exc))
+    except ConversationFailed as exc:
+        return Verdict.deny(Reason.CONVERSATION_FAILED, str(exc))
     except Exception as exc:
         log.warning("backend %s raised %s", step.name, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
         return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name}: {type(exc).__name__}: {str(exc)[:200]}")
