@@ -41,6 +41,8 @@ ENTRY_POINT_GROUP: Final = "nxauth"
 #: Each module is cheap to import: optional dependencies are imported when a
 #: backend of its kind is first built.
 BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
+    "nxauth.backends.keystore",
+    "nxauth.backends.authorized_keys",
     "nxauth.backends.passwords",
     "nxauth.backends.users",
     "nxauth.backends.system",
