@@ -232,15 +232,15 @@ def test_dummy_verify_costs_like_a_real_verify() -> None:
     stored = hasher.hash(Secret(PASSWORD))
     hasher.dummy_verify(Secret("warm up"))
     real, dummy = [], []
-    for _ in range(9):
+    for _ in range(15):  # interleaved; the fastest of each is the least disturbed by other work
         start = time.perf_counter()
         hasher.verify(Secret("wrong"), stored)
         real.append(time.perf_counter() - start)
         start = time.perf_counter()
         hasher.dummy_verify(Secret("wrong"))
         dummy.append(time.perf_counter() - start)
-    ratio = statistics.median(dummy) / statistics.median(real)
-    assert 0.6 < ratio < 1.6, ratio
+    ratio = min(dummy) / min(real)
+    assert 0.8 < ratio < 1.25, (ratio, statistics.median(dummy) / statistics.median(real))
 
 
 def test_reprs_hold_no_secret(hasher: PasswordHasher) -> None:
