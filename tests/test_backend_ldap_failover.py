@@ -139,10 +139,14 @@ def test_a_hung_server_denies_within_the_timeout(pair: tuple[Slapd, Slapd], back
     assert login(backend)[0].allowed  # the server is back and tried again
 
 
-def test_a_hung_first_server_then_the_second_answers(pair: tuple[Slapd, Slapd], backends: list[Any]) -> None:
+@pytest.mark.parametrize("warm", [True, False], ids=["pooled-connection", "new-connection"])
+def test_a_hung_first_server_then_the_second_answers(
+    pair: tuple[Slapd, Slapd], backends: list[Any], warm: bool
+) -> None:
     first, second = pair
     backend = make(backends, uri=[first.ldap_uri, second.ldap_uri], insecure=True, operation_timeout=0.5, **SEARCH)
-    assert login(backend)[0].allowed  # pooled connections to the first server
+    if warm:
+        assert login(backend)[0].allowed  # pooled connections to the first server
     first.pause()
     try:
         verdict, elapsed = login(backend)

@@ -497,6 +497,10 @@ class Pool:
                 self.servers.mark_dead(spec, str(exc))
                 errors.append(str(exc))
                 continue
+            except LdapTimeout as exc:  # the deadline is spent: no next server
+                link.close()
+                self.servers.mark_dead(spec, str(exc))
+                raise
             except BaseException:
                 link.close()
                 raise
