@@ -17,6 +17,7 @@ from ..errors import BackendError, KeyFormatError
 from ..model import Attempt, Identity, Reason, Secret, Verdict
 from ..usernames import escape_for_log
 from . import _ldap_ad as ad
+from . import _ldap_filter as filters
 from . import _ldap_wire as wire
 from ._ldap_config import Settings
 from ._ldap_conn import LdapTimeout, Link, LinkError, Pool, SearchResult, ServerSet, VerifiedTls, parse_uri
@@ -104,7 +105,7 @@ class LdapBackend:
             raise BackendError(f"service account bind failed with {result.describe()}")
 
     def _searcher(self, link: Link, deadline: float) -> Callable[..., SearchResult]:
-        def search(base: str, scope: int, condition: wire.Filter, attributes: Sequence[str]) -> SearchResult:
+        def search(base: str, scope: int, condition: filters.Filter, attributes: Sequence[str]) -> SearchResult:
             return self._search(link, base, scope, condition.encode(), attributes, deadline=deadline)
 
         return search
@@ -423,7 +424,7 @@ class LdapBackend:
         return keys
 
 
-_ANY_OBJECT: Final = wire.Filter("present", attr="objectClass").encode()
+_ANY_OBJECT: Final = filters.Filter("present", attr="objectClass").encode()
 
 
 def build_ldap_backend(context: Any) -> LdapBackend:

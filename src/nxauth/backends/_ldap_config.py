@@ -10,6 +10,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final, final
 
 from ..model import Secret
+from . import _ldap_filter as filters
 from . import _ldap_wire as wire
 from ._ldap_conn import ServerSpec, make_ssl_context, parse_uri
 from ._ldap_escape import DnTemplate, check_ad_logon_name, normalize_dn, parse_dn
@@ -40,7 +41,7 @@ GENERIC_USER_FILTER: Final = "(uid={username})"
 class GroupSettings:
     base: str | None
     scope: int
-    filter: wire.Filter | None
+    filter: filters.Filter | None
     membership: tuple[str, ...]
     nested: bool
     max_depth: int
@@ -77,7 +78,7 @@ class Settings:
     netbios_domain: str | None
     user_base: str | None
     user_scope: int
-    user_filter: wire.Filter
+    user_filter: filters.Filter
     user_filter_text: str
     bind_dn: str | None
     bind_password: Secret | None
@@ -109,10 +110,10 @@ def _dn(ctx: BackendContext, key: str, value: str | None) -> str | None:
     return value
 
 
-def _filter(ctx: BackendContext, key: str, text: str, slots: tuple[str, ...]) -> wire.Filter:
+def _filter(ctx: BackendContext, key: str, text: str, slots: tuple[str, ...]) -> filters.Filter:
     try:
-        compiled = wire.parse_filter(text, slots)
-    except wire.FilterError as exc:
+        compiled = filters.parse_filter(text, slots)
+    except filters.FilterError as exc:
         raise ctx.error(key, str(exc)) from None
     for slot in slots:
         if slot not in compiled.slots:

@@ -6,7 +6,7 @@
   space, hex for other control characters.  ldap3's ``escape_rdn`` is not
   used: it writes NUL as a backslash followed by a raw NUL.
 * In a filter the value never becomes filter text: templates are parsed once
-  (:func:`nxauth.backends._ldap_wire.parse_filter`) and the value is placed
+  (:func:`nxauth.backends._ldap_filter.parse_filter`) and the value is placed
   as raw octets in its assertion.  :func:`escape_filter_value` (RFC 4515)
   exists for the logs and for showing a filter to a human.
 * In an Active Directory logon name (``user@domain``, ``DOMAIN\\user``) there

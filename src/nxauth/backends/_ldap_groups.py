@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from ..errors import BackendError
+from . import _ldap_filter as filters
 from . import _ldap_wire as wire
 from ._ldap_config import GroupSettings
 from ._ldap_conn import SearchResult
@@ -26,7 +27,7 @@ MAX_GROUPS: Final = 5000
 CHUNK: Final = 50  # group DNs per search when walking up one level
 
 #: ``searcher(base, scope, filter, attributes)`` runs one search.
-Searcher = Callable[[str, int, wire.Filter, Sequence[str]], SearchResult]
+Searcher = Callable[[str, int, filters.Filter, Sequence[str]], SearchResult]
 
 
 @final
@@ -61,11 +62,11 @@ class GroupResolver:
         name = self.settings.name_attribute
         return [] if name == "dn" else [name]
 
-    def _search(self, search: Searcher, condition: wire.Filter, attributes: Sequence[str]) -> list[wire.Entry]:
+    def _search(self, search: Searcher, condition: filters.Filter, attributes: Sequence[str]) -> list[wire.Entry]:
         settings = self.settings
         assert settings.base is not None
-        filters = [settings.filter, condition] if settings.filter is not None else [condition]
-        result = search(settings.base, settings.scope, wire.all_of(filters), attributes)
+        parts = [settings.filter, condition] if settings.filter is not None else [condition]
+        result = search(settings.base, settings.scope, filters.all_of(parts), attributes)
         if not result.result.ok:
             raise BackendError(f"group search failed with {result.result.describe()}")
         return list(result.entries)
@@ -99,17 +100,17 @@ class GroupResolver:
         if settings.base is not None:
             names = self._name_attributes()
             if self.active_directory and settings.nested:
-                condition = wire.matching("member", IN_CHAIN, user.dn.encode("utf-8"))
+                condition = filters.matching("member", IN_CHAIN, user.dn.encode("utf-8"))
                 for entry in self._search(search, condition, names):
                     add(entry.dn, self._named(entry))
                 frontier.clear()  # the matching rule already walked the nesting
             else:
-                conditions = [wire.equality(attr, user.dn.encode("utf-8")) for attr in self.dn_members]
+                conditions = [filters.equality(attr, user.dn.encode("utf-8")) for attr in self.dn_members]
                 if "memberUid" in settings.membership:
                     uids = user.values(settings.member_uid_attribute) or (username.encode("utf-8"),)
-                    conditions += [wire.equality("memberUid", uid) for uid in uids]
+                    conditions += [filters.equality("memberUid", uid) for uid in uids]
                 if conditions:
-                    for entry in self._search(search, wire.any_of(conditions), names):
+                    for entry in self._search(search, filters.any_of(conditions), names):
                         add(entry.dn, self._named(entry))
         if settings.nested and frontier:
             self._walk_up(search, frontier, add)
@@ -129,8 +130,8 @@ class GroupResolver:
             if settings.base is not None and self.dn_members:
                 for start in range(0, len(level), CHUNK):
                     chunk = level[start : start + CHUNK]
-                    condition = wire.any_of(
-                        [wire.equality(attr, dn.encode("utf-8")) for dn in chunk for attr in self.dn_members]
+                    condition = filters.any_of(
+                        [filters.equality(attr, dn.encode("utf-8")) for dn in chunk for attr in self.dn_members]
                     )
                     for entry in self._search(search, condition, names):
                         add(entry.dn, self._named(entry))
@@ -142,7 +143,7 @@ class GroupResolver:
                 log.warning("group nesting deeper than %d levels: stopped there", settings.max_depth)
 
     def _read(self, search: Searcher, dn: str, attributes: Sequence[str]) -> wire.Entry:
-        result = search(dn, wire.SCOPES["base"], wire.Filter("present", attr="objectClass"), attributes)
+        result = search(dn, wire.SCOPES["base"], filters.Filter("present", attr="objectClass"), attributes)
         if result.result.code == 32:  # noSuchObject: a dangling reference
             return wire.Entry(dn, {})
         if not result.result.ok or not result.entries:
