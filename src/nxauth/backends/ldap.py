@@ -17,8 +17,9 @@ Roles:
 Security by default:
 
 - Empty and white-space-only passwords are refused before any traffic (a
-  simple bind with an empty password is an *anonymous* bind, which succeeds);
-  so are passwords with NUL, and usernames with control characters.
+  simple bind with a DN and an empty password is RFC 4513's unauthenticated
+  bind, which some servers let succeed); so are passwords with NUL, and
+  usernames with control characters.
 - ``ldaps://`` servers, and ``ldap://`` servers through StartTLS: the chain
   (CA file or directory, else the system store) and the host name are
   verified, TLS 1.2 or newer.  Plain LDAP only with ``insecure = true``.
@@ -36,6 +37,10 @@ Security by default:
   AD expect.  Only a result code 0 is a success; every other answer, error
   or timeout is a deny.
 
+The account and key-source roles read with the service account (or
+anonymously without one); in ``upn``/``netbios_domain`` modes they need
+``user_base``.
+
 Connections: the service account's connections are pooled and shared by
 threads (each checked out by one thread at a time).  User binds run on a
 separate pool: a connection bound as one user is only ever used again for
@@ -52,12 +57,14 @@ Servers and TLS
   ``retry_dead_after``    seconds a failed server is skipped  [30]
   ``connect_timeout``     seconds to connect and finish TLS  [5]
   ``operation_timeout``   seconds for all of one login's directory work  [5]
-  ``pool_size``           idle connections kept per pool  [8]
+  ``pool_size``           idle connections kept, per pool (service, user binds)  [8]
   ``connection_lifetime`` seconds before a connection is replaced  [300]
   ``insecure``            ``ldap://`` without StartTLS: plain text  [false]
   ``ca_file``, ``ca_dir`` CA certificates  [the system store]
   ``client_cert``, ``client_key``  a client certificate  [none]
-  ``referrals``           follow referrals (one level, same TLS policy)  [false]
+  ``referrals``           follow the referrals of searches, one level, with the
+                          same TLS policy and the service account; binds always
+                          go to the configured servers  [false]
 
 Finding the user (one of the first three, else search then bind)
   ``user_dn``             direct bind: ``uid={username},ou=people,dc=example,dc=org``
