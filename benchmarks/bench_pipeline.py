@@ -84,8 +84,10 @@ def main() -> int:
     print(f"logins per round:      {args.logins} x {args.rounds} rounds (median of rounds)")
     print(f"backend called direct: {direct:8.2f} us/login")
     print(f"through nxauth:        {pipeline:8.2f} us/login")
-    print(f"overhead:              {overhead:8.2f} us/login   (target <= {TARGET_US:.0f} us: "
-          f"{'met' if overhead <= TARGET_US else 'NOT met'})")
+    print(
+        f"overhead:              {overhead:8.2f} us/login   (target <= {TARGET_US:.0f} us: "
+        f"{'met' if overhead <= TARGET_US else 'NOT met'})"
+    )
     print(f"ratio:                 {pipeline / direct:8.1f}x")
     return 0
 
