@@ -199,3 +199,20 @@ def test_code_backends_compose_a_pipeline(tmp_path: Path) -> None:
         entry_points=False,
     )
     assert "always" in auth.backends
+
+
+def test_context_paths_and_clock(tmp_path: Path) -> None:
+    from nxauth.config import BackendConfig, load_config
+
+    config_file = tmp_path / "etc" / "nxauth.toml"
+    config_file.parent.mkdir()
+    config_file.write_text("auth = []\naccount = []\n")
+    context = BackendContext(
+        BackendConfig("x", "x"),
+        root=load_config(config_file),
+        store=lambda: None,
+        clock=lambda: 42.0,  # type: ignore[arg-type,return-value]
+    )
+    assert context.path("keys/ak") == tmp_path / "etc" / "keys" / "ak"
+    assert context.path("/abs/ak") == Path("/abs/ak")
+    assert context.clock() == 42.0

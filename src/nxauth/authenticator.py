@@ -178,7 +178,7 @@ class Authenticator:
             raise ConfigError(
                 self._missing_kind(declared.kind), source=self.config.source, key=f"backends.{declared.name}.kind"
             )
-        context = BackendContext(declared, root=self.config, store=lambda: self.store)
+        context = BackendContext(declared, root=self.config, store=lambda: self.store, clock=self.clock)
         try:
             backend = factory(context)
         except NxauthError:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
@@ -64,8 +65,10 @@ class BackendContext:
         *,
         root: Config,
         store: Callable[[], Store],
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.name = config.name
+        self.clock = clock
         self.kind = config.kind
         self.timeout = config.timeout
         self.config = root
@@ -80,6 +83,15 @@ class BackendContext:
     @property
     def state_dir(self) -> Path:
         return self.config.state_dir
+
+    def path(self, value: str) -> Path:
+        """``value`` as a path: ``~`` expanded, and a relative path taken from
+        the configuration file's directory (from the working directory when
+        the configuration is a mapping or the default)."""
+        candidate = Path(value).expanduser()
+        if candidate.is_absolute() or self.config.source.startswith("<"):
+            return candidate
+        return Path(self.config.source).resolve().parent / candidate
 
     @property
     def transport_account(self) -> str:

@@ -431,4 +431,4 @@ def build_ldap_backend(context: Any) -> LdapBackend:
     """The factory for kind ``ldap`` (see :mod:`nxauth.backends.ldap`)."""
     from ._ldap_config import read_settings
 
-    return LdapBackend(read_settings(context))
+    return LdapBackend(read_settings(context), clock=context.clock)

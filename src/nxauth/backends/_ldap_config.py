@@ -125,10 +125,11 @@ def _path(ctx: BackendContext, key: str, *, directory: bool = False) -> str | No
     value = ctx.options.string(key)
     if value is None:
         return None
+    resolved = str(ctx.path(value))  # relative to the configuration file
     check = os.path.isdir if directory else os.path.isfile
-    if not check(value):
-        raise ctx.error(key, f"{'directory' if directory else 'file'} not found: {value}")
-    return value
+    if not check(resolved):
+        raise ctx.error(key, f"{'directory' if directory else 'file'} not found: {resolved}")
+    return resolved
 
 
 def _group_item(ctx: BackendContext, key: str, item: str) -> str:

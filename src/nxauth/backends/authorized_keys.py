@@ -101,9 +101,7 @@ def build(context: BackendContext) -> AuthorizedKeysFile:
     path = context.options.string("path")
     if not path:
         raise context.error("path", "is required (the authorized_keys file)")
-    resolved = Path(path)
-    if not resolved.is_absolute() and context.config.source not in ("<default>", "<mapping>"):
-        resolved = Path(context.config.source).resolve().parent / resolved
+    resolved = context.path(path)
     account = context.options.string("account", context.transport_account)
     return AuthorizedKeysFile(resolved, account=account)
 
