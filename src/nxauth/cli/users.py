@@ -109,7 +109,7 @@ def _passwords_instance(config: Config) -> BackendConfig:
 @contextlib.contextmanager
 def _open_table(args: argparse.Namespace) -> Iterator[_Table]:
     from ..backends.passwords import hasher_from_options
-    from ..userdb import UserDatabase
+    from ..userdb import user_database
 
     config = _load_config(args)
     instance = _passwords_instance(config)
@@ -124,9 +124,8 @@ def _open_table(args: argparse.Namespace) -> Iterator[_Table]:
     context = BackendContext(instance, root=config, store=open_store)
     hasher = hasher_from_options(context)
     context.options.check_unused()
-    cfg = config.usernames
     try:
-        yield _Table(UserDatabase(open_store, case=cfg.case, max_length=cfg.max_length), hasher)
+        yield _Table(user_database(context), hasher)
     finally:
         if store is not None:
             store.close()
