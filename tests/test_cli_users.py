@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import os
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -489,14 +490,23 @@ def test_store_not_a_file(run: Callable[..., Result], tmp_path: Path) -> None:
     assert "not a regular file" in result.err
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
-def test_unreadable_store(run: Callable[..., Result], tmp_path: Path) -> None:
+def test_unreadable_store(run: Callable[..., Result], tmp_path: Path, config: Path) -> None:
     run("useradd", "alice", "--no-password")
     path = tmp_path / "state" / "nxauth.db"
+    before = path.read_bytes()
     path.chmod(0)
-    result = run("userlist")
-    assert result.code == 4
-    assert str(path) in result.err
+    command = [sys.executable, "-m", "nxauth", "--config", str(config), "userlist"]
+    if os.geteuid() == 0:
+        # root reads any file: run the command without the capabilities that let it
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("setpriv (util-linux) is needed to test an unreadable store as root")
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", *command]
+    result = subprocess.run(command, capture_output=True, text=True, check=False)
+    assert result.returncode == 4, result.stderr
+    assert str(path) in result.stderr and "not readable" in result.stderr
+    path.chmod(0o600)
+    assert path.read_bytes() == before
 
 
 # ------------------------------------------------------------ a real process
