@@ -1,0 +1,113 @@
+"""A throwaway OpenSSH sshd on 127.0.0.1 for tests (needs root).
+
+After ``../shared/recipes``: a work directory whose every path component is
+root-owned 0755 (sshd's StrictModes), an Ed25519 host key, a private
+``sshd_config`` (no PAM, no passwords, only the throwaway account), the
+privilege-separation directory, and an account created with password field
+``*`` (sshd refuses ``!``-locked accounts) and removed afterwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+
+
+def skip_reason() -> str | None:
+    """Why an sshd test cannot run here, or None."""
+    if os.geteuid() != 0:
+        return "sshd tests need root (a throwaway account and sshd's privilege separation)"
+    for binary in (SSHD, shutil.which("ssh"), shutil.which("ssh-keygen"), shutil.which("useradd")):
+        if binary is None or not os.path.exists(binary):
+            return "openssh-server / openssh-client / useradd are not installed"
+    return None
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Sshd:
+    work: Path
+    port: int
+    account: str
+    log: Path
+
+    def ssh(self, key: Path, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run the real ssh client against this server as the account."""
+        ssh = shutil.which("ssh")
+        assert ssh is not None
+        return subprocess.run(
+            [
+                ssh, "-F", "/dev/null", "-i", str(key), "-p", str(self.port),
+                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+                f"{self.account}@127.0.0.1", *command,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+            check=False,
+        )  # fmt: skip
+
+
+@contextlib.contextmanager
+def running_sshd(extra_config: str, *, account: str | None = None) -> Iterator[Sshd]:
+    """Start sshd with ``extra_config`` appended (use ``{work}`` for the work
+    directory); yield it; stop it and remove the account and the directory."""
+    account = account or f"nxt{secrets.token_hex(3)}"
+    work = Path(tempfile.mkdtemp(prefix="nxauth-sshd-", dir="/var/tmp"))
+    work.chmod(0o755)
+    process: subprocess.Popen[bytes] | None = None
+    created = False
+    try:
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_ed25519")], check=True)
+        port = free_port()
+        log = work / "sshd.log"
+        config = work / "sshd_config"
+        config.write_text(
+            f"Port {port}\nListenAddress 127.0.0.1\nHostKey {work / 'host_ed25519'}\nPidFile {work / 'sshd.pid'}\n"
+            "UsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n"
+            f"AllowUsers {account}\nUseDNS no\nLogLevel VERBOSE\n" + extra_config.format(work=work)
+        )
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        subprocess.run(["useradd", "-M", "-d", str(work), "-s", "/bin/sh", "-p", "*", account], check=True)
+        created = True
+        check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
+        if check.returncode != 0:
+            raise RuntimeError(f"sshd -t refused the config: {check.stderr}")
+        process = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(log)])
+        deadline = time.monotonic() + 10
+        while True:
+            with socket.socket() as sock:
+                if sock.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            if time.monotonic() > deadline or process.poll() is not None:
+                raise RuntimeError(f"sshd did not start: {log.read_text() if log.exists() else ''}")
+            time.sleep(0.02)
+        yield Sshd(work, port, account, log)
+    finally:
+        if process is not None:
+            process.terminate()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(5)
+            if process.poll() is None:
+                process.kill()
+        if created:
+            subprocess.run(["userdel", account], check=False, capture_output=True)
+        shutil.rmtree(work, ignore_errors=True)
