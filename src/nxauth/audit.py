@@ -78,8 +78,12 @@ class LoggingSink:
     @hookimpl
     def nxauth_auth_event(self, event: AuthEvent) -> None:
         level = logging.INFO if event.accepted else logging.WARNING
-        if self.logger.isEnabledFor(level):
-            self.logger.log(level, "%s", format_event(event))
+        logger = self.logger
+        if logger.isEnabledFor(level):
+            # makeRecord + handle: the same record logger.log would make, without
+            # walking the stack for the caller (a cost on every login)
+            record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (format_event(event),), None)
+            logger.handle(record)
 
 
 class _StrictSysLogHandler(logging.handlers.SysLogHandler):
