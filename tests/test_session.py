@@ -490,3 +490,16 @@ def test_backend_messages_reach_the_accepted_event(make_auth: Build, granted: Gr
     session = granted(make_auth({"auth": [{"use": "chatty"}]}, backends={"chatty": Chatty()}))
     session.login("alice", "wonderland")
     assert sink.events[-1].detail == "msg: Your password expires in 3 days"
+
+
+def test_a_backend_that_echoes_the_password_is_scrubbed(
+    make_auth: Build, granted: Granted, sink: RecordingSink
+) -> None:
+    class Careless:
+        def authenticate(self, attempt: Attempt) -> Verdict:
+            raise ValueError(f"bad credentials {attempt.username}:{attempt.password.reveal()}")
+
+    session = granted(make_auth({"auth": [{"use": "careless"}]}, backends={"careless": Careless()}))
+    failed(lambda: session.login("alice", "Echoed-Secret-42"))
+    assert "Echoed-Secret-42" not in sink.events[-1].detail
+    assert "alice:***" in sink.events[-1].detail

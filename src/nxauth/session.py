@@ -495,7 +495,8 @@ class Session:
         )
         account = evaluate([Step(n, c, partial(m, identity), t) for n, c, m, t in auth.plan.account], timeouts)
         if not account.allowed:
-            raise _Denied(account.verdict.reason, backend=account.decided_by, detail=account.verdict.detail)
+            detail = _scrub(account.verdict.detail, attempt.password)
+            raise _Denied(account.verdict.reason, backend=account.decided_by, detail=detail)
         more_groups, more_attributes = _merge(account.allowed_by)
         if more_groups - groups or more_attributes.keys() - attributes.keys():
             identity = dataclasses.replace(
@@ -503,7 +504,7 @@ class Session:
                 groups=groups | more_groups,
                 attributes=MappingProxyType({**more_attributes, **attributes}),
             )
-        return identity, "; ".join(f"msg: {m}" for m in attempt.messages)[:500]
+        return identity, _scrub("; ".join(f"msg: {m}" for m in attempt.messages), attempt.password)[:500]
 
 
 def _canonical(auth: Authenticator, name: str) -> str | None:
@@ -529,4 +530,11 @@ def _trail_detail(verdict: Verdict, attempt: Attempt) -> str:
     parts: Sequence[str] = [verdict.detail] if verdict.detail else []
     if attempt.messages:
         parts = [*parts, *("msg: " + m for m in attempt.messages)]
-    return "; ".join(parts)[:500]
+    return _scrub("; ".join(parts), attempt.password)[:500]
+
+
+def _scrub(text: str, password: Secret) -> str:
+    """Defence in depth: a backend's detail or message (an exception text, a
+    PAM message) must not carry the password into the audit trail."""
+    secret = password.reveal()
+    return text.replace(secret, "***") if secret and secret in text else text

@@ -88,7 +88,8 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
     except ConversationFailed as exc:
         return Verdict.deny(Reason.CONVERSATION_FAILED, str(exc))
     except Exception as exc:
-        log.warning("backend %s raised %s", step.name, type(exc).__name__, exc_info=log.isEnabledFor(logging.DEBUG))
+        # the type only: an exception's text may carry what the backend was given
+        log.warning("backend %s raised %s", step.name, type(exc).__name__)
         return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name}: {type(exc).__name__}: {str(exc)[:200]}")
     if not isinstance(result, Verdict):
         return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name} returned {type(result).__name__}, not a Verdict")
