@@ -87,7 +87,7 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
         return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE, str(exc))
     except ConversationFailed as exc:
         return Verdict.deny(Reason.CONVERSATION_FAILED, str(exc))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - every failure of a backend is a deny
         # the type only: an exception's text may carry what the backend was given
         log.warning("backend %s raised %s", step.name, type(exc).__name__)
         return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name}: {type(exc).__name__}: {str(exc)[:200]}")
