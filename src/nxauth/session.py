@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 from .errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from .model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
 from .stack import Outcome, Step, evaluate
-from .usernames import InvalidUsername, normalize_username
+from .usernames import InvalidUsername
 
 if TYPE_CHECKING:
     from .authenticator import Authenticator
@@ -398,7 +398,7 @@ class Session:
         auth = self._auth
         cfg = auth.config
         try:
-            username = normalize_username(raw_username, case=cfg.usernames.case, max_length=cfg.usernames.max_length)
+            username = auth.canonical_username(raw_username)
         except InvalidUsername as exc:
             self._record_failure(None)
             self._fail(2, Reason.INVALID_USERNAME, "password", shown, invalid_user=True, detail=str(exc))
