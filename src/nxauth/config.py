@@ -27,9 +27,11 @@ __all__ = [
     "BackendConfig",
     "Config",
     "Control",
+    "LoginConfig",
     "Options",
     "PluginsConfig",
     "SecretRef",
+    "ServerConfig",
     "SessionConfig",
     "StackEntry",
     "ThrottleConfig",
@@ -297,6 +299,25 @@ class PluginsConfig:
     strict: bool = False
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class LoginConfig:
+    """After stage 2, for ``nxauth login`` (behind OpenSSH) and ``nxauth serve``."""
+
+    command: tuple[str, ...] = ()
+    timeout: float = 120.0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``nxauth serve``: the embedded SSH server."""
+
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 4022
+    host_key: Path | None = None
+
+
 def default_state_dir() -> Path:
     """``/var/lib/nxauth`` for root, ``$XDG_STATE_HOME/nxauth`` otherwise."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -332,6 +353,8 @@ class Config:
     throttle: ThrottleConfig = ThrottleConfig()
     audit: AuditConfig = AuditConfig()
     plugins: PluginsConfig = PluginsConfig()
+    login: LoginConfig = LoginConfig()
+    server: ServerConfig = ServerConfig()
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
     auth: tuple[StackEntry, ...] = DEFAULT_AUTH
     account: tuple[StackEntry, ...] = DEFAULT_ACCOUNT
@@ -339,6 +362,12 @@ class Config:
     @property
     def store_path(self) -> Path:
         return self.state_dir / "nxauth.db"
+
+    @property
+    def host_key_path(self) -> Path:
+        """The embedded server's host key: ``server.host_key``, else
+        ``ssh_host_ed25519_key`` in the state directory."""
+        return self.server.host_key or self.state_dir / "ssh_host_ed25519_key"
 
     def instance_names(self) -> Iterator[tuple[str, str]]:
         """Every instance name the configuration refers to, with the dotted key
@@ -564,6 +593,30 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
     )
     pl.finish()
 
+    lo = root.sub("login")
+    command = lo.strings("command", ())
+    if command and not command[0]:
+        raise lo.error("command", "the program (first item) must not be empty")
+    login = LoginConfig(command=command, timeout=lo.number("timeout", 120.0, minimum=1.0, maximum=3600.0))
+    lo.finish()
+
+    sv = root.sub("server")
+    listen = sv.strings("listen", ("127.0.0.1",))
+    for index, address in enumerate(listen):
+        try:
+            ipaddress.ip_address(address)
+        except ValueError:
+            raise sv.error(f"listen[{index}]", f"not an IP address: {address!r}") from None
+    if not listen:
+        raise sv.error("listen", "needs at least one address")
+    host_key = sv.get("host_key", (str,), "a path string", None)
+    server = ServerConfig(
+        listen=listen,
+        port=sv.integer("port", 4022, minimum=1, maximum=65535),
+        host_key=path(host_key),
+    )
+    sv.finish()
+
     backends: dict[str, BackendConfig] = {}
     root.used.add("backends")
     raw_backends = data.get("backends", {})
@@ -602,6 +655,8 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
         throttle=throttle,
         audit=audit,
         plugins=plugins,
+        login=login,
+        server=server,
         backends=MappingProxyType(backends),
         auth=auth,
         account=account,

@@ -97,6 +97,9 @@ class Reason(enum.Enum):
     ALREADY_AUTHENTICATED = "already-authenticated"
     TOO_MANY_ATTEMPTS = "too-many-attempts"
     SESSION_CLOSED = "session-closed"
+    PROTOCOL_ERROR = "protocol-error"
+    LOGIN_TIMEOUT = "login-timeout"
+    CLIENT_GONE = "client-gone"
     # stage 1
     WRONG_ACCOUNT = "wrong-account"
     UNKNOWN_KEY = "unknown-key"

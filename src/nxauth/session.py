@@ -26,7 +26,6 @@ from .usernames import InvalidUsername
 
 if TYPE_CHECKING:
     from .authenticator import Authenticator
-    from .authorized_keys import AuthorizedKey
     from .keys import PublicKey
 
 __all__ = ["Session", "SessionState"]
@@ -125,6 +124,30 @@ class Session:
                 self._identity = None
             self._state = SessionState.CLOSED
             self._challenges.clear()
+
+    def abort(self, reason: Reason, detail: str = "") -> None:
+        """Close the session because of the client or the integration, not a
+        decision: a protocol error, a login timeout, a client gone before
+        stage 2.  Audited as a refusal when no user was authenticated yet
+        (``reason`` and ``detail`` go to the audit trail only)."""
+        if not isinstance(reason, Reason):
+            raise UsageError("reason must be a nxauth.Reason")
+        with self._lock:
+            state = self._state
+            if state in (SessionState.AUTHENTICATED, SessionState.CLOSED):
+                return
+            grant = self._grant
+            self._state = SessionState.CLOSED
+            self._challenges.clear()
+        self._emit(
+            2 if state is SessionState.TRANSPORT_OK else 1,
+            "refused",
+            reason,
+            "session",
+            grant.account if grant is not None else "",
+            fingerprint=grant.fingerprint if grant is not None else None,
+            detail=str(detail)[:300],
+        )
 
     def __enter__(self) -> Session:
         return self
@@ -273,81 +296,42 @@ class Session:
             # security keys: the policy judges the flags (touch, verification) against the entry's options
             return self._stage1(account, sig.public_key, "sshsig", signature_flags=check.flags)
 
-    def _find(self, source: object, account: str, lookup: bytes) -> list[AuthorizedKey]:
-        keys = source.authorized_keys(account)  # type: ignore[attr-defined]
-        finder = getattr(keys, "find", None)
-        if callable(finder):
-            return list(finder(lookup))
-        return [entry for entry in keys if entry.key.blob == lookup]
-
     def _stage1(
         self, account: str, key: PublicKey, method: str, *, signature_flags: int | None = None
     ) -> TransportGrant:
-        from .keypolicy import KeyPolicy, evaluate_key, lookup_blob
+        from .stage1 import decide_transport
 
-        cfg = self._auth.config.transport
+        decision = decide_transport(
+            self._auth.config.transport,
+            self._auth.backends,
+            account,
+            key,
+            peer_host=self.peer.host,
+            now=self._auth.clock(),
+            method=method,
+            signature_flags=signature_flags,
+        )
         fingerprint = key.fingerprint
-        if account != cfg.account:
-            self._fail(1, Reason.WRONG_ACCOUNT, method, account, fingerprint=fingerprint, invalid_user=True)
-        policy = KeyPolicy(allowed_types=cfg.allowed_key_types, rsa_min_bits=cfg.rsa_min_bits)
-        lookup = lookup_blob(key)
-        now = self._auth.clock()
-        refused: tuple[Reason, str, str] | None = None  # the first policy refusal: most precise
-        broken: tuple[Reason, str, str] | None = None  # the first source that failed
-        for name in cfg.key_sources:
-            try:
-                candidates = self._find(self._auth.backends[name], account, lookup)
-                decision = evaluate_key(
-                    policy,
-                    key,
-                    candidates,
-                    account=account,
-                    peer_host=self.peer.host,
-                    now=now,
-                    signature_flags=signature_flags,
-                )
-            except Exception as exc:  # noqa: BLE001 - a failing source contributes nothing: fail closed
-                log.warning("key source %s failed: %s: %s", name, type(exc).__name__, exc)
-                broken = broken or (Reason.BACKEND_ERROR, name, f"{type(exc).__name__}: {str(exc)[:200]}")
-                continue
-            if decision.allowed and decision.entry is not None:
-                grant = TransportGrant(
-                    account=account,
-                    key_type=key.key_type,
-                    fingerprint=fingerprint,
-                    source=name,
-                    method=method,
-                    comment=decision.entry.key.comment or key.comment,
-                    forced_command=decision.forced_command,
-                    restrictions=decision.restrictions,
-                    options=decision.options,
-                    expires=decision.expires,
-                    certificate_id=decision.certificate_id,
-                    granted_at=now,
-                )
-                if (
-                    not self._emit(
-                        1,
-                        "accepted",
-                        Reason.OK,
-                        method,
-                        account,
-                        backend=name,
-                        fingerprint=fingerprint,
-                    )
-                    and self._auth.config.audit.required
-                ):
-                    self._fail(1, Reason.AUDIT_FAILED, method, account, fingerprint=fingerprint)
-                self._grant = grant
-                self._state = SessionState.TRANSPORT_OK
-                return grant
-            if decision.reason is not Reason.UNKNOWN_KEY:
-                refused = refused or (decision.reason, name, decision.detail)
-        outcome = refused or broken
-        if outcome is None:
-            self._fail(1, Reason.UNKNOWN_KEY, method, account, fingerprint=fingerprint, detail=key.describe())
-        reason, backend, detail = outcome
-        self._fail(1, reason, method, account, backend=backend, fingerprint=fingerprint, detail=detail)
+        grant = decision.grant
+        if grant is None:
+            self._fail(
+                1,
+                decision.reason,
+                method,
+                account,
+                backend=decision.backend,
+                fingerprint=fingerprint,
+                invalid_user=decision.invalid_user,
+                detail=decision.detail,
+            )
+        if (
+            not self._emit(1, "accepted", Reason.OK, method, account, backend=grant.source, fingerprint=fingerprint)
+            and self._auth.config.audit.required
+        ):
+            self._fail(1, Reason.AUDIT_FAILED, method, account, fingerprint=fingerprint)
+        self._grant = grant
+        self._state = SessionState.TRANSPORT_OK
+        return grant
 
     # ------------------------------------------------------------ stage 2
 
