@@ -8,17 +8,18 @@ ever holds a password (an :class:`nxauth.AuthEvent` has none to give).
 from __future__ import annotations
 
 import datetime
-import json
 import logging
-import logging.handlers
 import os
 import threading
 from pathlib import Path
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from .hookspecs import hookimpl
 from .model import AuthEvent
 from .usernames import escape_for_log
+
+if TYPE_CHECKING:
+    from .config import AuditConfig
 
 __all__ = ["JsonLinesSink", "LoggingSink", "SyslogSink", "format_event"]
 
@@ -86,12 +87,19 @@ class LoggingSink:
             logger.handle(record)
 
 
-class _StrictSysLogHandler(logging.handlers.SysLogHandler):
-    """A SysLogHandler that raises instead of printing a traceback to stderr,
-    so a failing syslog is seen (and, with ``audit.required``, denies)."""
+def _strict_syslog_handler(address: str) -> logging.Handler:
+    """A SysLogHandler (authpriv) that raises instead of printing a traceback
+    to stderr, so a failing syslog is seen (and, with ``audit.required``,
+    denies).  ``logging.handlers`` is imported here: it is not cheap."""
+    import logging.handlers
 
-    def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
-        raise  # noqa: PLE0704 - called from inside emit's except block
+    class StrictSysLogHandler(logging.handlers.SysLogHandler):
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+            raise  # noqa: PLE0704 - called from inside emit's except block
+
+    handler = StrictSysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
+    handler.ident = f"nxauth[{os.getpid()}]: "
+    return handler
 
 
 @final
@@ -100,17 +108,13 @@ class SyslogSink:
 
     def __init__(self, address: str = "/dev/log") -> None:
         self.address = address
-        self._handler: _StrictSysLogHandler | None = None
+        self._handler: logging.Handler | None = None
         self._lock = threading.Lock()
 
-    def _get(self) -> _StrictSysLogHandler:
+    def _get(self) -> logging.Handler:
         with self._lock:
             if self._handler is None:
-                handler = _StrictSysLogHandler(
-                    address=self.address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV
-                )
-                handler.ident = f"nxauth[{os.getpid()}]: "
-                self._handler = handler
+                self._handler = _strict_syslog_handler(self.address)
             return self._handler
 
     @hookimpl
@@ -144,6 +148,8 @@ class JsonLinesSink:
 
     @hookimpl
     def nxauth_auth_event(self, event: AuthEvent) -> None:
+        import json  # here: the commands sshd runs load it only when this sink is configured
+
         line = (json.dumps(event_record(event), ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
         with self._lock:
             fd = self._open()
@@ -156,3 +162,15 @@ class JsonLinesSink:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+def sinks_from_config(audit: AuditConfig) -> list[tuple[object, str]]:
+    """The built-in sinks ``[audit]`` asks for, with their plugin names."""
+    sinks: list[tuple[object, str]] = []
+    if audit.log:
+        sinks.append((LoggingSink(), "nxauth.audit.log"))
+    if audit.syslog:
+        sinks.append((SyslogSink(audit.syslog_address), "nxauth.audit.syslog"))
+    if audit.jsonl is not None:
+        sinks.append((JsonLinesSink(audit.jsonl), "nxauth.audit.jsonl"))
+    return sinks

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, final
 
 import pluggy
 
-from .audit import JsonLinesSink, LoggingSink, SyslogSink
+from .audit import sinks_from_config
 from .config import BackendConfig, Config, Control, StackEntry, default_config_path, load_config, parse_config
 from .errors import ConfigError, NxauthError, PluginError, UsageError
 from .model import AuthEvent, Peer
@@ -126,15 +126,7 @@ class Authenticator:
         return cls(parse_config(data, source=source), **kwargs)
 
     def _register_sinks(self) -> None:
-        audit = self.config.audit
-        sinks: list[tuple[object, str]] = []
-        if audit.log:
-            sinks.append((LoggingSink(), "nxauth.audit.log"))
-        if audit.syslog:
-            sinks.append((SyslogSink(audit.syslog_address), "nxauth.audit.syslog"))
-        if audit.jsonl is not None:
-            sinks.append((JsonLinesSink(audit.jsonl), "nxauth.audit.jsonl"))
-        for sink, name in sinks:
+        for sink, name in sinks_from_config(self.config.audit):
             self.plugin_manager.register(sink, name=name)
             if hasattr(sink, "close"):
                 self._closables.append(sink)

@@ -12,21 +12,93 @@ subset of the parameters listed here.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-import pluggy
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 if TYPE_CHECKING:
     from .model import AuthEvent
     from .plugins import BackendRegistry
 
-__all__ = ["hookimpl", "hookspec"]
+__all__ = ["HookimplMarker", "HookspecMarker", "hookimpl", "hookspec"]
 
 PROJECT = "nxauth"
 
-hookspec = pluggy.HookspecMarker(PROJECT)
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+@final
+class HookimplMarker:
+    """pluggy's ``HookimplMarker`` without importing pluggy.
+
+    Marking a function sets the same attribute, with the same options, as
+    ``pluggy.HookimplMarker("nxauth")`` does (a test holds the two equal), so
+    any pluggy ``PluginManager("nxauth")`` finds the implementation.  Built-in
+    backends and audit sinks use it, which keeps pluggy (and the entry-point
+    scan it brings) out of ``nxauth authorized-keys``, the command sshd runs
+    on every login.
+    """
+
+    def __init__(self, project_name: str) -> None:
+        self.project_name = project_name
+
+    @overload
+    def __call__(self, function: _F) -> _F: ...
+
+    @overload
+    def __call__(
+        self,
+        function: None = ...,
+        *,
+        hookwrapper: bool = ...,
+        optionalhook: bool = ...,
+        tryfirst: bool = ...,
+        trylast: bool = ...,
+        specname: str | None = ...,
+        wrapper: bool = ...,
+    ) -> Callable[[_F], _F]: ...
+
+    def __call__(
+        self,
+        function: _F | None = None,
+        *,
+        hookwrapper: bool = False,
+        optionalhook: bool = False,
+        tryfirst: bool = False,
+        trylast: bool = False,
+        specname: str | None = None,
+        wrapper: bool = False,
+    ) -> _F | Callable[[_F], _F]:
+        def mark(func: _F) -> _F:
+            opts = {
+                "wrapper": wrapper,
+                "hookwrapper": hookwrapper,
+                "optionalhook": optionalhook,
+                "tryfirst": tryfirst,
+                "trylast": trylast,
+                "specname": specname,
+            }
+            setattr(func, self.project_name + "_impl", opts)
+            return func
+
+        return mark if function is None else mark(function)
+
+
+@final
+class HookspecMarker:
+    """pluggy's ``HookspecMarker`` without importing pluggy (see :class:`HookimplMarker`)."""
+
+    def __init__(self, project_name: str) -> None:
+        self.project_name = project_name
+
+    def __call__(self, function: _F) -> _F:
+        opts = {"firstresult": False, "historic": False, "warn_on_impl": None, "warn_on_impl_args": None}
+        setattr(function, self.project_name + "_spec", opts)
+        return function
+
+
+hookspec = HookspecMarker(PROJECT)
 #: Mark a function or method as an implementation of an nxauth hook.
-hookimpl = pluggy.HookimplMarker(PROJECT)
+hookimpl = HookimplMarker(PROJECT)
 
 
 @hookspec

@@ -20,12 +20,7 @@ import hashlib
 import re
 import struct
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final, final
-
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
-from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+from typing import TYPE_CHECKING, Any, Final, final
 
 from .errors import KeyFormatError
 
@@ -53,11 +48,33 @@ DSS: Final = "ssh-dss"
 SK_ED25519: Final = "sk-ssh-ed25519@openssh.com"
 SK_ECDSA: Final = "sk-ecdsa-sha2-nistp256@openssh.com"
 
-#: ECDSA key type -> (curve identifier, curve, signature hash, bits)
-_ECDSA: Final[dict[str, tuple[str, ec.EllipticCurve, type[hashes.HashAlgorithm], int]]] = {
-    "ecdsa-sha2-nistp256": ("nistp256", ec.SECP256R1(), hashes.SHA256, 256),
-    "ecdsa-sha2-nistp384": ("nistp384", ec.SECP384R1(), hashes.SHA384, 384),
-    "ecdsa-sha2-nistp521": ("nistp521", ec.SECP521R1(), hashes.SHA512, 521),
+#: ECDSA key type -> (curve identifier, signature hash name, bits, field prime p, curve coefficient b)
+#: (the NIST curves of FIPS 186-4, a = -3; held equal to cryptography's by the tests).  The
+#: ``cryptography`` package is imported only to verify a signature, not to parse a key: parsing
+#: checks what cryptography would (point on the curve, RSA exponent and modulus) in plain Python,
+#: which keeps ``nxauth authorized-keys`` (run by sshd on every login) from loading it.
+_ECDSA: Final[dict[str, tuple[str, str, int, int, int]]] = {
+    "ecdsa-sha2-nistp256": (
+        "nistp256",
+        "SHA256",
+        256,
+        2**256 - 2**224 + 2**192 + 2**96 - 1,
+        0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B,
+    ),
+    "ecdsa-sha2-nistp384": (
+        "nistp384",
+        "SHA384",
+        384,
+        2**384 - 2**128 - 2**96 + 2**32 - 1,
+        0xB3312FA7E23EE7E4988E056BE3F82D19181D9C6EFE8141120314088F5013875AC656398D8A2ED19D2A85C8EDD3EC2AEF,
+    ),
+    "ecdsa-sha2-nistp521": (
+        "nistp521",
+        "SHA512",
+        521,
+        2**521 - 1,
+        0x0051953EB9618E1C9A1F929A21A0B68540EEA2DA725B99B315F3B8B489918EF109E156193951EC7E937B1652C0BD3BB1BF073573DF883D2C34F1EF451FD46B503F00,
+    ),
 }
 #: certificate type -> certified (plain) key type
 _CERT_BASE: Final[dict[str, str]] = {
@@ -90,8 +107,6 @@ MAX_BLOB_SIZE: Final = 64 * 1024
 MAX_RSA_BITS: Final = 16384
 _MAX_MPINT: Final = MAX_RSA_BITS // 8 + 1
 _MAX_CERT_DEPTH: Final = 1  # a CA key may be a certificate (refused later), not deeper
-
-_CryptoKey = ed25519.Ed25519PublicKey | ec.EllipticCurvePublicKey | rsa.RSAPublicKey
 
 
 class _Reader:
@@ -165,58 +180,110 @@ def ssh_string(data: bytes | str) -> bytes:
 class _KeyData:
     """What decoding a blob learned; cached inside the PublicKey."""
 
-    __slots__ = ("application", "base_type", "bits", "certificate", "crypto", "fingerprint", "key_type", "plain_blob")
+    __slots__ = (
+        "_crypto",
+        "application",
+        "base_type",
+        "bits",
+        "certificate",
+        "fingerprint",
+        "key_type",
+        "params",
+        "plain_blob",
+    )
 
-    def __init__(self, key_type: str, base_type: str, bits: int, crypto: _CryptoKey | None, application: str | None):
+    def __init__(self, key_type: str, base_type: str, bits: int, params: tuple[Any, ...], application: str | None):
         self.key_type = key_type
         self.base_type = base_type
         self.bits = bits
-        self.crypto = crypto
+        self.params = params  # RSA (e, n); Ed25519 (pk,); ECDSA (point,); DSA ()
         self.application = application
         self.certificate: Certificate | None = None
         self.plain_blob = b""
         self.fingerprint: str | None = None
+        self._crypto: Any = None
+
+    @property
+    def crypto(self) -> Any:
+        """The ``cryptography`` public key, made on first use (``None`` for DSA)."""
+        if self._crypto is None and self.params:
+            self._crypto = _make_crypto(self.base_type, self.params)
+        return self._crypto
+
+
+def _make_crypto(base_type: str, params: tuple[Any, ...]) -> Any:
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+    try:
+        if base_type == RSA:
+            e, n = params
+            return rsa.RSAPublicNumbers(e, n).public_key()
+        if base_type in (ED25519, SK_ED25519):
+            return ed25519.Ed25519PublicKey.from_public_bytes(params[0])
+        ecdsa_type = "ecdsa-sha2-nistp256" if base_type == SK_ECDSA else base_type
+        curves: dict[str, ec.EllipticCurve] = {
+            "nistp256": ec.SECP256R1(),
+            "nistp384": ec.SECP384R1(),
+            "nistp521": ec.SECP521R1(),
+        }
+        return ec.EllipticCurvePublicKey.from_encoded_point(curves[_ECDSA[ecdsa_type][0]], params[0])
+    except ValueError as exc:
+        raise KeyFormatError(f"{base_type}: invalid public key ({exc})") from None
+
+
+def _check_rsa(e: int, n: int) -> None:
+    """The checks cryptography makes of RSA public numbers."""
+    if n < 3 or n % 2 == 0:
+        raise KeyFormatError("ssh-rsa: invalid public key (n must be odd and at least 3)")
+    if not 3 <= e < n or e % 2 == 0:
+        raise KeyFormatError("ssh-rsa: invalid public key (e must be odd, at least 3 and less than n)")
+
+
+def _check_point(ecdsa_type: str, point: bytes) -> None:
+    """An uncompressed point on the curve (the curves' cofactor is 1)."""
+    curve_id, _hash, _bits, p, b = _ECDSA[ecdsa_type]
+    size = (p.bit_length() + 7) // 8
+    if len(point) != 1 + 2 * size or point[0] != 4:
+        raise KeyFormatError(f"{ecdsa_type}: EC point is not an uncompressed {curve_id} point")
+    x = int.from_bytes(point[1 : 1 + size], "big")
+    y = int.from_bytes(point[1 + size :], "big")
+    if x >= p or y >= p or (y * y - (x * x * x - 3 * x + b)) % p != 0:
+        raise KeyFormatError(f"{ecdsa_type}: invalid public key (the point is not on the curve)")
 
 
 def _parse_plain_body(base_type: str, r: _Reader) -> _KeyData:
     """Parse the type-specific fields of a plain key (after its type string)."""
     application: str | None = None
-    crypto: _CryptoKey | None = None
-    try:
-        if base_type == RSA:
-            e, n = r.mpint(), r.mpint()
-            if n.bit_length() > MAX_RSA_BITS:
-                raise KeyFormatError(f"RSA modulus larger than {MAX_RSA_BITS} bits")
-            crypto = rsa.RSAPublicNumbers(e, n).public_key()
-            bits = n.bit_length()
-        elif base_type == DSS:
-            p, _q, _g, _y = r.mpint(), r.mpint(), r.mpint(), r.mpint()
-            if not 0 < p.bit_length() <= MAX_RSA_BITS:
-                raise KeyFormatError("DSA modulus out of range")
-            bits = p.bit_length()
-        elif base_type in (ED25519, SK_ED25519):
-            pk = r.string()
-            if len(pk) != 32:
-                raise KeyFormatError(f"Ed25519 public key is {len(pk)} bytes, not 32")
-            crypto = ed25519.Ed25519PublicKey.from_public_bytes(pk)
-            bits = 256
-        else:
-            ecdsa_type = "ecdsa-sha2-nistp256" if base_type == SK_ECDSA else base_type
-            curve_id, curve, _hash, bits = _ECDSA[ecdsa_type]
-            if r.text() != curve_id:
-                raise KeyFormatError(f"{base_type}: curve identifier does not match the key type")
-            point = r.string()
-            size = (curve.key_size + 7) // 8
-            if len(point) != 1 + 2 * size or point[0] != 4:
-                raise KeyFormatError(f"{base_type}: EC point is not an uncompressed {curve_id} point")
-            crypto = ec.EllipticCurvePublicKey.from_encoded_point(curve, point)
-        if base_type in (SK_ED25519, SK_ECDSA):
-            application = r.text()
-    except ValueError as exc:
-        if isinstance(exc, KeyFormatError):
-            raise
-        raise KeyFormatError(f"{base_type}: invalid public key ({exc})") from None
-    return _KeyData(base_type, base_type, bits, crypto, application)
+    params: tuple[Any, ...] = ()
+    if base_type == RSA:
+        e, n = r.mpint(), r.mpint()
+        if n.bit_length() > MAX_RSA_BITS:
+            raise KeyFormatError(f"RSA modulus larger than {MAX_RSA_BITS} bits")
+        _check_rsa(e, n)
+        params = (e, n)
+        bits = n.bit_length()
+    elif base_type == DSS:
+        p, _q, _g, _y = r.mpint(), r.mpint(), r.mpint(), r.mpint()
+        if not 0 < p.bit_length() <= MAX_RSA_BITS:
+            raise KeyFormatError("DSA modulus out of range")
+        bits = p.bit_length()
+    elif base_type in (ED25519, SK_ED25519):
+        pk = r.string()
+        if len(pk) != 32:
+            raise KeyFormatError(f"Ed25519 public key is {len(pk)} bytes, not 32")
+        params = (pk,)
+        bits = 256
+    else:
+        ecdsa_type = "ecdsa-sha2-nistp256" if base_type == SK_ECDSA else base_type
+        curve_id, _hash, bits, _p, _b = _ECDSA[ecdsa_type]
+        if r.text() != curve_id:
+            raise KeyFormatError(f"{base_type}: curve identifier does not match the key type")
+        point = r.string()
+        _check_point(ecdsa_type, point)
+        params = (point,)
+    if base_type in (SK_ED25519, SK_ECDSA):
+        application = r.text()
+    return _KeyData(base_type, base_type, bits, params, application)
 
 
 def _parse_blob(blob: bytes, depth: int) -> _KeyData:
@@ -231,7 +298,7 @@ def _parse_blob(blob: bytes, depth: int) -> _KeyData:
 
         cert = _parse_certificate(blob, r, key_type, _CERT_BASE[key_type], depth)
         inner = cert.public_key._data
-        data = _KeyData(key_type, inner.base_type, inner.bits, inner.crypto, inner.application)
+        data = _KeyData(key_type, inner.base_type, inner.bits, inner.params, inner.application)
         data.certificate = cert
         data.plain_blob = cert.public_key.blob
         return data
@@ -453,6 +520,11 @@ def verify_signature_detailed(
     if flags is not None and counter is not None:
         app_hash = hashlib.sha256((kd.application or "").encode("utf-8")).digest()
         message = app_hash + bytes([flags]) + struct.pack(">I", counter) + hashlib.sha256(message).digest()
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding
+    from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
+
     crypto = kd.crypto
     try:
         if isinstance(crypto, ed25519.Ed25519PublicKey):
@@ -463,8 +535,8 @@ def verify_signature_detailed(
             sr = _Reader(raw, "ECDSA signature")
             sig_r, sig_s = sr.mpint(canonical=False), sr.mpint(canonical=False)
             sr.done()
-            digest = hashes.SHA256 if base == SK_ECDSA else _ECDSA[base][2]
-            crypto.verify(encode_dss_signature(sig_r, sig_s), message, ec.ECDSA(digest()))
+            digest: hashes.HashAlgorithm = getattr(hashes, "SHA256" if base == SK_ECDSA else _ECDSA[base][1])()
+            crypto.verify(encode_dss_signature(sig_r, sig_s), message, ec.ECDSA(digest))
         else:
             size = (crypto.key_size + 7) // 8
             if len(raw) > size:

@@ -9,20 +9,19 @@ naming it, and the others still load.
 from __future__ import annotations
 
 import importlib
-import importlib.metadata
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
-import pluggy
-
 from . import hookspecs
 from .config import BackendConfig, Config, Options
 from .errors import ConfigError, PluginError
 
 if TYPE_CHECKING:
+    import pluggy
+
     from .store import Store
 
 __all__ = [
@@ -171,6 +170,8 @@ def make_plugin_manager(
     ``nxauth``, then ``plugins`` given from code.  Returns the manager and the
     errors of plugins that could not be loaded (each names its plugin).
     """
+    import pluggy  # here, not at the top: ``nxauth authorized-keys`` builds key sources without it
+
     pm = pluggy.PluginManager(hookspecs.PROJECT)
     pm.add_hookspecs(hookspecs)
     errors: list[PluginError] = []
@@ -188,7 +189,9 @@ def make_plugin_manager(
             _register(pm, module, path, errors)
 
     if entry_points:
-        for ep in sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+        from importlib import metadata
+
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
             if ep.name in skip or ep.value in skip:
                 continue
             if pm.has_plugin(ep.name):
@@ -217,11 +220,13 @@ def make_plugin_manager(
 
 def _check_pending(pm: pluggy.PluginManager, errors: list[PluginError]) -> None:
     """Unregister plugins whose hooks match no spec (misspelled ``nxauth_*``)."""
+    from pluggy import PluginValidationError
+
     for _ in range(100):
         try:
             pm.check_pending()
             return
-        except pluggy.PluginValidationError as exc:
+        except PluginValidationError as exc:
             plugin = exc.plugin
             name = pm.get_name(plugin) or _name_of(plugin)
             errors.append(PluginError(f"unknown hook: {exc}", plugin=name))

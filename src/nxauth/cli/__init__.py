@@ -19,16 +19,14 @@ sshd calls on every login starts lean.
 
 from __future__ import annotations
 
-import argparse
-import importlib
-import json
-import logging
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
+    import argparse
+
     from ..authenticator import Authenticator
 
 __all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_STORE", "EXIT_USAGE", "CommandError", "main"]
@@ -47,6 +45,8 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "nxauth.cli.demo",
     "nxauth.cli.users",
     "nxauth.cli.pam",
+    "nxauth.cli.openssh",
+    "nxauth.cli.serve",
 )
 
 
@@ -66,11 +66,16 @@ def load_authenticator(args: argparse.Namespace, **kwargs: Any) -> Authenticator
 
 
 def print_json(data: Any) -> None:
+    import json
+
     json.dump(data, sys.stdout, indent=2, sort_keys=False, default=str)
     sys.stdout.write("\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    import argparse
+    import importlib
+
     parser = argparse.ArgumentParser(
         prog="nxauth",
         description="Two-stage authentication: an SSH transport key, then the real user.",
@@ -102,7 +107,53 @@ def _unavailable(name: str, error: ImportError) -> Callable[[argparse.Namespace]
     return handler
 
 
+def _fast_authorized_keys(argv: Sequence[str]) -> int | None:
+    """``[--config PATH] [--debug] authorized-keys USER TYPE KEY [CONN]``
+    without argparse and without importing every command module: sshd runs
+    it on every login.  ``None``: not this shape, take the normal path."""
+    config = os.environ.get("NXAUTH_CONFIG") or None
+    debug = False
+    index = 0
+    while index < len(argv):
+        arg = argv[index]
+        if arg == "--config" and index + 1 < len(argv):
+            config = argv[index + 1]
+            index += 2
+        elif arg.startswith("--config="):
+            config = arg.split("=", 1)[1]
+            index += 1
+        elif arg == "--debug":
+            debug = True
+            index += 1
+        else:
+            break
+    rest = list(argv[index + 1 :])
+    if index >= len(argv) or argv[index] != "authorized-keys" or len(rest) not in (3, 4):
+        return None
+    if any(item.startswith("-") for item in rest[:3]):
+        return None
+    from ..errors import ConfigError, NxauthError, StoreError
+    from ..integrations.openssh import run_authorized_keys
+
+    try:
+        return run_authorized_keys(config, rest, write=sys.stdout.write, debug=debug)
+    except ConfigError as exc:
+        print(f"nxauth: configuration error: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    except StoreError as exc:
+        print(f"nxauth: store error: {exc}", file=sys.stderr)
+        return EXIT_STORE
+    except (NxauthError, OSError) as exc:
+        print(f"nxauth: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        argv = sys.argv[1:]
+    fast = _fast_authorized_keys(argv)
+    if fast is not None:
+        return fast
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
@@ -113,11 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"nxauth {__version__}")
         return EXIT_OK
-    logging.basicConfig(
-        level=logging.DEBUG if args.debug else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    import logging
+
+    if not getattr(args, "service", False):  # login / authorized-keys: never stderr (the SSH client's)
+        logging.basicConfig(
+            level=logging.DEBUG if args.debug else logging.WARNING,
+            format="%(levelname)s %(name)s: %(message)s",
+            stream=sys.stderr,
+        )
     handler: Callable[[argparse.Namespace], int] | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

@@ -1,0 +1,408 @@
+"""Behind the system's OpenSSH (what NoMachine did on Linux).
+
+* ``nxauth authorized-keys`` is sshd's ``AuthorizedKeysCommand``: it prints
+  the authorized_keys line (with its options) of a key that stage 1 accepts
+  for the transport account, nothing otherwise, and audits.  sshd runs it on
+  every login, twice (a query, then the signed attempt), so its start-up is
+  lean: built-in key sources and audit sinks, no pluggy, no entry-point scan,
+  no ``cryptography`` (see :func:`lean_sources`).
+* ``nxauth login`` is the forced command: it rebuilds the transport grant
+  from the key sshd accepted (``SSH_USER_AUTH``, with ``ExposeAuthInfo
+  yes``), runs stage 2 over the channel (:mod:`nxauth.integrations.protocol`)
+  and on success replaces itself with the configured session command.
+* ``nxauth sshd-config`` prints the ``Match User`` block that wires both.
+
+This module imports only what ``authorized-keys`` needs; ``login`` imports
+the rest when it runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, NoReturn
+
+from ..config import BackendConfig, Config
+from ..errors import ConfigError, KeyFormatError, NxauthError
+from ..model import UNKNOWN_PEER, AuthEvent, Peer, Reason
+
+if TYPE_CHECKING:
+    from ..authenticator import Authenticator
+    from ..store import Store
+
+__all__ = [
+    "LEAN_KINDS",
+    "authorized_keys_line",
+    "lean_sinks",
+    "lean_sources",
+    "peer_from_connection",
+    "run_login",
+    "sshd_config_block",
+    "transport_keys_from_user_auth",
+]
+
+#: Built-in key-source kinds ``authorized-keys`` builds without the plugin
+#: manager (kind -> the plugin module that provides it).
+LEAN_KINDS: Final[Mapping[str, str]] = {
+    "keystore": "nxauth.backends.keystore",
+    "authorized_keys": "nxauth.backends.authorized_keys",
+    "ldap": "nxauth.backends.ldap",
+}
+
+Emit = Callable[[AuthEvent], bool]
+
+
+def peer_from_connection(text: str | None) -> Peer:
+    """The client end of sshd's ``%C`` token or ``SSH_CONNECTION``
+    (``client_addr client_port server_addr server_port``); unknown when
+    absent or malformed."""
+    if not text:
+        return UNKNOWN_PEER
+    parts = text.split()
+    if len(parts) < 2 or not parts[1].isdigit():
+        return UNKNOWN_PEER
+    try:
+        return Peer.coerce((parts[0], int(parts[1])))
+    except NxauthError:
+        return UNKNOWN_PEER
+
+
+# ---------------------------------------------------------------- authorized-keys
+
+
+def lean_sources(config: Config, *, store: Callable[[], Store]) -> dict[str, object] | None:
+    """The configured key sources built from the built-in modules directly,
+    or ``None`` when one of them needs the plugin manager (a kind provided by
+    a third-party plugin, or a built-in that the configuration disabled)."""
+    from ..plugins import BackendContext, BackendRegistry
+
+    registry = BackendRegistry()
+    sources: dict[str, object] = {}
+    for name in config.transport.key_sources:
+        declared = config.backends.get(name) or BackendConfig(name, name, implicit=True)
+        module_name = LEAN_KINDS.get(declared.kind)
+        if module_name is None or module_name in config.plugins.disabled:
+            return None
+        if declared.kind not in registry:
+            registry.current_plugin = module_name
+            importlib.import_module(module_name).nxauth_register_backends(registry)
+        factory = registry.get(declared.kind)
+        if factory is None:
+            return None
+        context = BackendContext(declared, root=config, store=store)
+        sources[name] = factory(context)
+        context.options.check_unused()
+    return sources
+
+
+def lean_sinks(config: Config) -> list[object]:
+    """The built-in audit sinks the configuration asks for."""
+    from ..audit import sinks_from_config
+
+    return [sink for sink, _name in sinks_from_config(config.audit)]
+
+
+def emit_to(sinks: Sequence[object]) -> Emit:
+    def emit(event: AuthEvent) -> bool:
+        ok = True
+        for sink in sinks:
+            try:
+                sink.nxauth_auth_event(event)  # type: ignore[attr-defined]
+            except Exception as exc:  # noqa: BLE001 - a failing sink never stops the others
+                import logging
+
+                ok = False
+                logging.getLogger("nxauth").error(
+                    "audit sink %s failed: %s: %s", type(sink).__name__, type(exc).__name__, exc
+                )
+        return ok
+
+    return emit
+
+
+def authorized_keys_line(
+    config: Config,
+    sources: Mapping[str, object],
+    emit: Emit,
+    user: str,
+    key_line: str,
+    *,
+    peer: Peer = UNKNOWN_PEER,
+    clock: Callable[[], float] = time.time,
+) -> str | None:
+    """Stage 1 for sshd: the authorized_keys line to print for this key and
+    account (its options as stored, which sshd then enforces), or ``None``.
+    Every decision is audited through ``emit``."""
+    from ..keys import parse_public_key
+    from ..stage1 import decide_transport
+
+    session_id = os.urandom(8).hex()  # what secrets.token_hex does, without importing random
+    shown_user = user[:100]
+
+    def event(outcome: str, reason: Reason, **extra: Any) -> bool:
+        return emit(
+            AuthEvent(
+                stage=1,
+                outcome=outcome,
+                reason=reason,
+                method="publickey",
+                username=shown_user,
+                peer=peer,
+                session_id=session_id,
+                time=clock(),
+                **extra,
+            )
+        )
+
+    try:
+        key = parse_public_key(key_line)
+    except KeyFormatError as exc:
+        event("failed", Reason.KEY_FORMAT, detail=f"authorized-keys: {exc.detail}")
+        return None
+    decision = decide_transport(config.transport, sources, user, key, peer_host=peer.host, now=clock())
+    if decision.grant is None or decision.entry is None:
+        event(
+            "failed",
+            decision.reason,
+            backend=decision.backend,
+            fingerprint=key.fingerprint,
+            invalid_user=decision.invalid_user,
+            detail=f"authorized-keys: {decision.detail}" if decision.detail else "authorized-keys",
+        )
+        return None
+    fingerprint = key.fingerprint
+    accepted = event("accepted", Reason.OK, backend=decision.backend, fingerprint=fingerprint, detail="authorized-keys")
+    if not accepted and config.audit.required:
+        event("failed", Reason.AUDIT_FAILED, fingerprint=key.fingerprint, detail="authorized-keys")
+        return None
+    return decision.entry.to_line()
+
+
+def run_authorized_keys(
+    config_path: str | None, argv: Sequence[str], *, write: Callable[[str], object], debug: bool = False
+) -> int:
+    """``nxauth authorized-keys USER TYPE KEY [CONNECTION]`` (sshd's
+    ``%u %t %k %C``).  Exit 0 whether or not a line was printed (sshd reads
+    the output), 1 for usage errors, 3 for a configuration error."""
+    from ..config import default_config_path, load_config
+
+    if len(argv) not in (3, 4):
+        raise ConfigError("usage: nxauth authorized-keys USER KEY-TYPE BASE64-KEY [CONNECTION]")
+    user, key_type, key_text = argv[0], argv[1], argv[2]
+    peer = peer_from_connection(argv[3] if len(argv) == 4 else None)
+    path = config_path if config_path is not None else default_config_path()
+    config = load_config(path) if path is not None else Config()
+    configure_service_logging(config, debug=debug)
+
+    opened: list[Store] = []
+
+    def store() -> Store:
+        if not opened:
+            from ..store import Store
+
+            opened.append(Store(config.store_path))
+        return opened[0]
+
+    sources = lean_sources(config, store=store)
+    if sources is not None:
+        sinks = lean_sinks(config)
+        try:
+            line = authorized_keys_line(config, sources, emit_to(sinks), user, f"{key_type} {key_text}", peer=peer)
+        finally:
+            for item in (*sources.values(), *sinks, *opened):
+                close = getattr(item, "close", None)
+                if callable(close):
+                    close()
+    else:  # a key source from a plugin: the full authenticator
+        from ..authenticator import Authenticator
+
+        with Authenticator(config) as auth:
+            line = authorized_keys_line(config, auth.backends, auth.emit, user, f"{key_type} {key_text}", peer=peer)
+    if line is not None:
+        write(line + "\n")
+    return 0
+
+
+def configure_service_logging(config: Config, *, debug: bool = False) -> None:
+    """Logging for the commands sshd runs: their stderr is the SSH client's
+    (``login``) or discarded (``authorized-keys``), so nothing goes there.
+    Records go to syslog (authpriv, like sshd's own) when ``/dev/log``
+    exists; with ``audit.syslog`` on, the audit logger is not sent twice.
+    ``--debug`` logs to stderr instead, for an administrator at a terminal."""
+    import logging
+
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    handler: logging.Handler
+    if debug:
+        handler = logging.StreamHandler()
+        root.setLevel(logging.DEBUG)
+    elif os.path.exists("/dev/log"):
+        import logging.handlers
+
+        syslog = logging.handlers.SysLogHandler(
+            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV
+        )
+        syslog.ident = f"nxauth[{os.getpid()}]: "
+        handler = syslog
+        root.setLevel(logging.INFO)
+        if config.audit.syslog:
+            logging.getLogger("nxauth.audit").propagate = False
+    else:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(message)s" if not debug else "%(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+
+
+# ---------------------------------------------------------------- login
+
+
+def transport_keys_from_user_auth(path: str | None) -> list[str]:
+    """The public keys sshd accepted for this connection, as ``type base64``,
+    from the ``SSH_USER_AUTH`` file (``ExposeAuthInfo yes``): one line per
+    authentication method, ``publickey TYPE BASE64 ...`` for keys."""
+    if not path:
+        return []
+    try:
+        with open(path, encoding="ascii", errors="replace") as handle:
+            text = handle.read(256 * 1024)
+    except OSError:
+        return []
+    keys = []
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] == "publickey":
+            keys.append(f"{parts[1]} {parts[2]}")
+    return keys
+
+
+def _exec(argv: Sequence[str], env: Mapping[str, str]) -> NoReturn:
+    os.execvpe(argv[0], list(argv), dict(env))  # noqa: S606 - argv from the configuration, no shell
+
+
+def run_login(
+    auth: Authenticator,
+    *,
+    account: str,
+    environ: Mapping[str, str],
+    stdin_fd: int = 0,
+    stdout_fd: int = 1,
+    terminal: bool | None = None,
+    execute: Callable[[Sequence[str], Mapping[str, str]], NoReturn] = _exec,
+) -> int:
+    """``nxauth login``: stage 1 rebuilt from ``SSH_USER_AUTH``, stage 2 over
+    stdin/stdout, then ``execute`` (``os.execvpe``) the session command.
+    Returns the exit status when nothing was executed: 0 after a login with
+    no session command configured, 1 when the login failed, 5 on an error."""
+    from ..errors import AuthenticationFailed
+    from ..session import SessionState
+    from .protocol import (
+        Code,
+        Dialogue,
+        FdLineReader,
+        LineDialogue,
+        TerminalDialogue,
+        identity_environment,
+        run_exchange,
+    )
+
+    config = auth.config
+    peer = peer_from_connection(environ.get("SSH_CONNECTION"))
+    session = auth.open_session(peer)
+    reader = FdLineReader(stdin_fd, max_line=config.session.max_password_bytes + 1)
+    if terminal is None:
+        terminal = os.isatty(stdin_fd)
+    dialogue: Dialogue = TerminalDialogue(reader, stdout_fd) if terminal else LineDialogue(reader, stdout_fd)
+
+    def close(code: Code, text: str, status: int) -> int:
+        try:
+            dialogue.tell(code, text)
+            dialogue.tell(Code.BYE, "Bye")
+        except Exception:  # noqa: BLE001, S110 - the client is gone; the status says the rest
+            pass
+        return status
+
+    keys = transport_keys_from_user_auth(environ.get("SSH_USER_AUTH"))
+    if not keys:
+        session.abort(
+            Reason.STAGE_ORDER,
+            "no public key in SSH_USER_AUTH: sshd needs ExposeAuthInfo yes and publickey authentication",
+        )
+        return close(Code.INTERNAL_ERROR, "Internal error", 5)
+    grant = None
+    for key in keys:
+        try:
+            grant = session.check_transport_key(account, key)
+            break
+        except AuthenticationFailed:
+            if session.state is SessionState.CLOSED:
+                break
+    if grant is None:
+        return close(Code.FAILED, "Authentication failed", 1)
+
+    identity = run_exchange(session, dialogue, timeout=config.login.timeout)
+    if identity is None:
+        return 1
+    command = config.login.command
+    if not command:
+        return 0
+    env = identity_environment(identity, environ)
+    auth.close()
+    try:
+        execute(command, env)
+    except OSError as exc:
+        import logging
+
+        logging.getLogger("nxauth").error("cannot run the session command %s: %s", command[0], exc.strerror or exc)
+        return 5
+
+
+# ---------------------------------------------------------------- sshd-config
+
+
+def sshd_config_block(
+    config: Config,
+    *,
+    program: str,
+    config_path: str | None,
+    command_user: str = "nobody",
+) -> str:
+    """The ``Match User`` block for sshd_config that makes the transport
+    account an nxauth-only account."""
+    account = config.transport.account
+    prefix = f"{program} --config {_quote(str(Path(config_path).resolve()))}" if config_path else program
+    lines = [
+        f"# nxauth: the transport account {account!r} can only reach the nxauth login exchange.",
+        "# Paste at the END of /etc/ssh/sshd_config (a Match block runs to the end of the file),",
+        "# check with `sshd -t`, then reload sshd.",
+        f"Match User {account}",
+        "    AuthenticationMethods publickey",
+        "    PubkeyAuthentication yes",
+        "    PasswordAuthentication no",
+        "    KbdInteractiveAuthentication no",
+        "    HostbasedAuthentication no",
+        "    GSSAPIAuthentication no",
+        "    AuthorizedKeysFile none",
+        f"    AuthorizedKeysCommand {prefix} authorized-keys %u %t %k %C",
+        f"    AuthorizedKeysCommandUser {command_user}",
+        f"    ForceCommand {prefix} login",
+        "    ExposeAuthInfo yes",
+        "    DisableForwarding yes",
+        "    PermitTTY yes",
+        "    PermitUserRC no",
+        "    PermitTunnel no",
+        "    MaxAuthTries 6",
+        "    MaxSessions 1",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _quote(text: str) -> str:
+    """A path for an sshd_config command line (sshd splits on spaces and honours double quotes)."""
+    if text and all(ch.isalnum() or ch in "/._-+:@%" for ch in text):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
