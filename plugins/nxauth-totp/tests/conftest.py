@@ -86,6 +86,18 @@ def backend(make_backend: Callable[..., TotpBackend]) -> TotpBackend:
     return make_backend()
 
 
+class Answering:
+    """A conversation callback that answers ``answer`` and records each question."""
+
+    def __init__(self, answer: str) -> None:
+        self.answer = answer
+        self.prompts: list[str] = []
+
+    def __call__(self, prompt: str, echo: bool) -> str:
+        self.prompts.append(prompt)
+        return self.answer
+
+
 def enroll(backend: TotpBackend, username: str) -> nxauth.Secret:
     """Enrol ``username`` with a fresh secret; return the secret."""
     secret = new_secret()

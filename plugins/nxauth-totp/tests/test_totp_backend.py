@@ -16,7 +16,7 @@ import pytest
 from nxauth import Attempt, Decision, Reason, Secret, Verdict
 from nxauth.testing import AuthBackendContract, make_attempt
 
-from conftest import Clock, MakeAuth, answering, code_for, enroll
+from conftest import Answering, Clock, MakeAuth, answering, code_for, enroll
 from nxauth_totp import TotpBackend, TotpStore, TotpStoreError
 
 # ------------------------------------------------------------ the contract
@@ -55,7 +55,7 @@ class TestTotpContract(AuthBackendContract):
         return enroll(totp, "alice")
 
     @pytest.fixture
-    def backend(self, totp: TotpBackend, secret: Secret) -> CodeAsAnswer:  # type: ignore[override]
+    def backend(self, totp: TotpBackend, secret: Secret) -> CodeAsAnswer:
         return CodeAsAnswer(totp)
 
     @pytest.fixture
@@ -226,9 +226,9 @@ def test_failing_conversation_denies(backend: TotpBackend, callback: Callable[[s
 
 def test_custom_prompt(make_backend: Callable[..., TotpBackend]) -> None:
     backend = make_backend(prompt="Code from your phone: ")
-    asked: list[str] = []
-    backend.authenticate(Attempt("alice", Secret("pw"), conversation=lambda prompt, echo: asked.append(prompt) or ""))
-    assert asked == ["Code from your phone: "]
+    conversation = Answering("")
+    backend.authenticate(Attempt("alice", Secret("pw"), conversation=conversation))
+    assert conversation.prompts == ["Code from your phone: "]
 
 
 # ------------------------------------------------------------ unknown users
@@ -262,9 +262,9 @@ def test_unenrolled_user_costs_the_same_comparisons(backend: TotpBackend, monkey
 
 
 def test_the_question_is_asked_before_the_user_is_looked_up(backend: TotpBackend) -> None:
-    asked: list[str] = []
-    backend.authenticate(Attempt("mallory", Secret("pw"), conversation=lambda p, e: asked.append(p) or "000000"))
-    assert asked == ["Verification code: "]
+    conversation = Answering("000000")
+    backend.authenticate(Attempt("mallory", Secret("pw"), conversation=conversation))
+    assert conversation.prompts == ["Verification code: "]
 
 
 # ------------------------------------------------------------ concurrency

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from nxauth import AuthenticationFailed, Reason
 from nxauth.testing import RecordingSink
 
-from conftest import Clock
+from conftest import Answering, Clock
 from nxauth_totp import TotpBackend
 
 PEER = ("198.51.100.7", 52100)
@@ -222,10 +222,10 @@ def test_unenrolled_user_cannot_log_in_with_the_password_alone(
     make_auth: Callable[..., nxauth.Authenticator], server: Server, sink: RecordingSink
 ) -> None:
     session = granted(make_auth(), server)
-    asked: list[str] = []
-    reason = reason_of(lambda: session.login("bob", PASSWORD, conversation=lambda p, e: asked.append(p) or "123456"))
+    conversation = Answering("123456")
+    reason = reason_of(lambda: session.login("bob", PASSWORD, conversation=conversation))
     assert reason is Reason.UNKNOWN_USER
-    assert asked == ["Verification code: "]  # asked all the same: the question does not reveal enrolment
+    assert conversation.prompts == ["Verification code: "]  # asked all the same: the question does not reveal enrolment
     assert (sink.events[-1].backend, sink.events[-1].detail) == ("totp", "not enrolled for one-time codes")
 
 
@@ -233,9 +233,9 @@ def test_a_sufficient_password_skips_the_code(make_auth: Callable[..., nxauth.Au
     """Why the README says ``required``: a ``sufficient`` entry that succeeds
     ends the stack, and the code is never asked."""
     session = granted(make_auth("sufficient"), server)
-    asked: list[str] = []
-    session.login("alice", PASSWORD, conversation=lambda p, e: asked.append(p) or "")
-    assert asked == []
+    conversation = Answering("")
+    session.login("alice", PASSWORD, conversation=conversation)
+    assert conversation.prompts == []
 
 
 def test_a_raising_backend_is_a_denial(
@@ -281,7 +281,7 @@ def test_no_code_secret_or_password_in_the_audit_trail_or_logs(
         for username, answer in (("alice", wrong), ("alice", code), ("alice", code), ("bob", code)):
             session = granted(auth, server)
             with contextlib.suppress(AuthenticationFailed):
-                session.login(username, PASSWORD, conversation=lambda p, e, a=answer: a)
+                session.login(username, PASSWORD, conversation=Answering(answer))
     texts = [repr(event) for event in sink.events] + [record.getMessage() for record in caplog.records]
     assert len(sink.events) >= 8
     for text in texts:
