@@ -21,12 +21,20 @@ from nxauth.cli import build_parser
 
 
 def section_body(text: str, heading: str) -> str:
-    """The text under ``heading`` up to the next heading of the same or a higher level."""
-    level = heading.split(" ", 1)[0]
-    assert heading + "\n" in text, f"{heading!r} is missing"
-    body = text.split(heading + "\n", 1)[1]
-    stop = re.search(rf"^#{{1,{len(level)}}} ", body, re.MULTILINE)
-    return body[: stop.start()] if stop else body
+    """The text under ``heading`` up to the next heading of the same or a
+    higher level (``#`` lines inside fenced code blocks are not headings)."""
+    level = len(heading.split(" ", 1)[0])
+    lines = text.splitlines()
+    assert heading in lines, f"{heading!r} is missing"
+    body: list[str] = []
+    fenced = False
+    for line in lines[lines.index(heading) + 1 :]:
+        if line.lstrip().startswith(("```", "~~~")):
+            fenced = not fenced
+        elif not fenced and re.match(rf"#{{1,{level}}} ", line):
+            break
+        body.append(line)
+    return "\n".join(body)
 
 
 def table_keys(body: str) -> set[str]:
