@@ -165,12 +165,14 @@ def _check_entry(
     peer_host: str | None,
     now: float,
     signature_flags: int | None,
+    defer_source: bool = False,
 ) -> KeyDecision:
     opts = entry.options
+    check_source = peer_host is not None or not defer_source
     cert = key.certificate
     if opts.expiry_time is not None and not now <= opts.expiry_time:  # NaN counts as expired
         return _refuse(Reason.KEY_EXPIRED, f"expiry-time {opts.expiry_time:.0f} passed (line {entry.lineno})", entry)
-    if opts.from_patterns is not None:
+    if opts.from_patterns is not None and check_source:
         if peer_host is None:
             return _refuse(Reason.SOURCE_REFUSED, "from= set but the peer address is unknown", entry)
         if not match_from(opts.from_patterns, peer_host):
@@ -185,7 +187,7 @@ def _check_entry(
                 return _refuse(Reason.WRONG_ACCOUNT, "no certificate principal is listed in principals=", entry)
         elif account not in cert.principals:
             return _refuse(Reason.WRONG_ACCOUNT, f"certificate not valid for account {account[:100]!r}", entry)
-        if terms.source_address is not None:
+        if terms.source_address is not None and check_source:
             if peer_host is None:
                 return _refuse(Reason.SOURCE_REFUSED, "certificate source-address set, peer address unknown", entry)
             matched = match_source_address(terms.source_address, peer_host)
@@ -262,6 +264,7 @@ def evaluate_key(
     peer_host: str | None,
     now: float,
     signature_flags: int | None = None,
+    defer_source: bool = False,
 ) -> KeyDecision:
     """Decide whether ``key`` may be used by ``account`` from ``peer_host`` at ``now``.
 
@@ -274,7 +277,10 @@ def evaluate_key(
     the caller has them: then user presence is required unless
     ``no-touch-required``, and user verification if ``verify-required``.
     Without them those requirements travel in ``options`` for the
-    integration to enforce.
+    integration to enforce.  With ``defer_source`` and no ``peer_host``, the
+    ``from=`` and certificate ``source-address`` checks are left to the
+    caller (sshd enforces both on the line ``nxauth authorized-keys``
+    prints); otherwise an unknown peer fails them.
     """
     try:
         return _evaluate(
@@ -285,6 +291,7 @@ def evaluate_key(
             peer_host=peer_host,
             now=now,
             signature_flags=signature_flags,
+            defer_source=defer_source,
         )
     except Exception as exc:  # noqa: BLE001 - fail closed: a surprise is a refusal, never an allow
         return _refuse(Reason.DENIED, f"key policy error: {type(exc).__name__}: {str(exc)[:200]}")
@@ -299,6 +306,7 @@ def _evaluate(
     peer_host: str | None,
     now: float,
     signature_flags: int | None,
+    defer_source: bool = False,
 ) -> KeyDecision:
     if not isinstance(policy, KeyPolicy) or not isinstance(key, PublicKey) or not isinstance(account, str):
         return _refuse(Reason.DENIED, "evaluate_key called with wrong argument types")
@@ -332,7 +340,14 @@ def _evaluate(
     first: KeyDecision | None = None
     for entry in usable:
         decision = _check_entry(
-            entry, key, terms, account=account, peer_host=peer_host, now=now, signature_flags=signature_flags
+            entry,
+            key,
+            terms,
+            account=account,
+            peer_host=peer_host,
+            now=now,
+            signature_flags=signature_flags,
+            defer_source=defer_source,
         )
         if decision.allowed:
             if decision.entry is None or decision.entry.key.blob != want:  # belt and braces

@@ -56,10 +56,12 @@ def decide_transport(
     now: float,
     method: str = "publickey",
     signature_flags: int | None = None,
+    defer_source: bool = False,
 ) -> TransportDecision:
     """Ask the configured key sources in order; the first that allows the key
     grants.  A failing source contributes nothing (fail closed); the first
-    policy refusal is the most precise reason to report."""
+    policy refusal is the most precise reason to report.  ``defer_source``:
+    see :func:`nxauth.keypolicy.evaluate_key`."""
     if account != cfg.account:
         return TransportDecision(None, Reason.WRONG_ACCOUNT, invalid_user=True)
     policy = KeyPolicy(allowed_types=cfg.allowed_key_types, rsa_min_bits=cfg.rsa_min_bits)
@@ -77,6 +79,7 @@ def decide_transport(
                 peer_host=peer_host,
                 now=now,
                 signature_flags=signature_flags,
+                defer_source=defer_source,
             )
         except Exception as exc:  # noqa: BLE001 - a failing source contributes nothing: fail closed
             log.warning("key source %s failed: %s: %s", name, type(exc).__name__, exc)

@@ -15,13 +15,17 @@ from . import EXIT_OK, CommandError, load_authenticator
 def register(subparsers: Any) -> None:
     keys = subparsers.add_parser(
         "authorized-keys",
-        help="sshd's AuthorizedKeysCommand: print the line of a key stage 1 accepts (%%u %%t %%k %%C)",
+        help="sshd's AuthorizedKeysCommand: print the line of a key stage 1 accepts (%%u %%t %%k)",
         description=cmd_authorized_keys.__doc__,
     )
     keys.add_argument("user", help="the account sshd authenticates (%%u)")
     keys.add_argument("key_type", metavar="key-type", help="the key's type (%%t)")
     keys.add_argument("key", help="the key, base64 (%%k)")
-    keys.add_argument("connection", nargs="?", help="'client-addr client-port local-addr local-port' (%%C)")
+    keys.add_argument(
+        "connection",
+        nargs="?",
+        help="'client-addr client-port local-addr local-port', when known (sshd has no token for it)",
+    )
     keys.set_defaults(handler=cmd_authorized_keys, service=True)
 
     login = subparsers.add_parser(
@@ -48,7 +52,7 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_authorized_keys(args: argparse.Namespace) -> int:
-    """For sshd's AuthorizedKeysCommand (``%u %t %k %C``): print the
+    """For sshd's AuthorizedKeysCommand (``%u %t %k``): print the
     authorized_keys line, with its options, of a key that stage 1 accepts for
     that account; print nothing otherwise.  Every decision is audited.  Exits
     0 in both cases (sshd reads the output); non-zero only on an error."""

@@ -56,7 +56,7 @@ Emit = Callable[[AuthEvent], bool]
 
 
 def peer_from_connection(text: str | None) -> Peer:
-    """The client end of sshd's ``%C`` token or ``SSH_CONNECTION``
+    """The client end of ``SSH_CONNECTION``
     (``client_addr client_port server_addr server_port``); unknown when
     absent or malformed."""
     if not text:
@@ -162,7 +162,11 @@ def authorized_keys_line(
     except KeyFormatError as exc:
         event("failed", Reason.KEY_FORMAT, detail=f"authorized-keys: {exc.detail}")
         return None
-    decision = decide_transport(config.transport, sources, user, key, peer_host=peer.host, now=clock())
+    # sshd gives no peer address to the command: from= and a certificate's
+    # source-address are then sshd's to enforce on the printed line, and
+    # ``nxauth login`` checks them again with SSH_CONNECTION
+    known = peer.host if peer != UNKNOWN_PEER else None
+    decision = decide_transport(config.transport, sources, user, key, peer_host=known, now=clock(), defer_source=True)
     if decision.grant is None or decision.entry is None:
         event(
             "failed",
@@ -185,7 +189,9 @@ def run_authorized_keys(
     config_path: str | None, argv: Sequence[str], *, write: Callable[[str], object], debug: bool = False
 ) -> int:
     """``nxauth authorized-keys USER TYPE KEY [CONNECTION]`` (sshd's
-    ``%u %t %k %C``).  Exit 0 whether or not a line was printed (sshd reads
+    ``%u %t %k``; CONNECTION, ``client-addr client-port server-addr
+    server-port``, is for callers that know the peer: sshd 9 has no token
+    for it).  Exit 0 whether or not a line was printed (sshd reads
     the output), 1 for usage errors, 3 for a configuration error."""
     from ..config import default_config_path, load_config
 
@@ -387,7 +393,7 @@ def sshd_config_block(
         "    HostbasedAuthentication no",
         "    GSSAPIAuthentication no",
         "    AuthorizedKeysFile none",
-        f"    AuthorizedKeysCommand {prefix} authorized-keys %u %t %k %C",
+        f"    AuthorizedKeysCommand {prefix} authorized-keys %u %t %k",
         f"    AuthorizedKeysCommandUser {command_user}",
         f"    ForceCommand {prefix} login",
         "    ExposeAuthInfo yes",
