@@ -61,10 +61,7 @@ SECTIONS = {
 }
 #: Sections the lead engineer documents with the deployment pages; checked as
 #: soon as their heading exists in docs/configuration.md.
-PENDING_SECTIONS = {
-    "login": "documented with docs/deploy-openssh.md",
-    "server": "documented with docs/deploy-asyncssh.md",
-}
+PENDING_SECTIONS: dict[str, str] = {}
 BACKEND_HEADING = "## `[backends.NAME]`"
 
 
