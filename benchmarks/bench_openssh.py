@@ -1,0 +1,222 @@
+"""Logins through the system's sshd with the real ``ssh`` client (root).
+
+Measured in one run, medians over ``--runs`` logins, all forced to run
+``/bin/true`` so that only stage 1 differs:
+
+* baseline: sshd with a one-line ``authorized_keys`` file;
+* sshd's own scan of a 100,000-line ``authorized_keys`` file (the key last);
+* sshd with ``nxauth authorized-keys`` over a keystore of 100,000 keys
+  (target: ratio to the baseline <= 1.25);
+* the whole two-stage login: ``nxauth authorized-keys`` + ``nxauth login``
+  (password database, argon2id) + the session command, for reference.
+
+And the cost of one ``nxauth authorized-keys`` run (target <= 40 ms), next
+to a Python helper that only imports cryptography, pluggy and passlib (what
+the issue measured, ~86 ms) and to ``python -c pass``.
+
+    sudo .venv/bin/python benchmarks/bench_openssh.py [--runs 15] [--keys 100000]
+
+Prints, never asserts.  Needs a virtual environment whose interpreter the
+throwaway transport account can run (``scripts/test-all`` builds .venv from
+Debian's /usr/bin/python3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import os
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+
+from servers.sshd import Sshd, running_sshd, skip_reason
+
+PASSWORD = "bench password 1"
+TARGET_RATIO = 1.25
+TARGET_MS = 40.0
+
+
+def median_ms(function: Callable[[], object], runs: int) -> float:
+    function()  # warm the page cache and sshd
+    samples = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        function()
+        samples.append((time.perf_counter() - start) * 1000)
+    return statistics.median(samples)
+
+
+def random_key_lines(count: int, options: str = "") -> list[str]:
+    """Ed25519 public keys (any 32 bytes are a well-formed one)."""
+    prefix = b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20"
+    return [
+        f"{options}ssh-ed25519 {base64.b64encode(prefix + secrets.token_bytes(32)).decode()} k{index}"
+        for index in range(count)
+    ]
+
+
+def ssh(sshd: Sshd, key: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [
+            "ssh", "-F", "/dev/null", "-i", str(key), "-p", str(sshd.port), "-T",
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"{sshd.account}@127.0.0.1",
+        ],
+        input=stdin, capture_output=True, text=True, check=False, timeout=60,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"login failed ({result.returncode}): {result.stderr}{sshd.log.read_text()[-2000:]}")
+    return result
+
+
+@contextlib.contextmanager
+def workdir() -> Iterator[Path]:
+    base = Path(tempfile.mkdtemp(prefix="nxauth-bench-", dir="/var/lib"))  # sshd: no world-writable parent
+    base.chmod(0o755)
+    try:
+        yield base
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def nxauth_cli(*argv: str, stdin: str | None = None) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "nxauth", *argv], input=stdin, capture_output=True, text=True, check=True
+    )
+    return result.stdout
+
+
+def fill_keystore(config: Path, count: int, real_line: str) -> None:
+    import nxauth
+    from nxauth.authorized_keys import parse_authorized_key
+
+    auth = nxauth.Authenticator.from_file(config, entry_points=False)
+    now = time.time()
+    rows = []
+    lines = random_key_lines(count - 1, 'restrict,command="nxauth login" ')
+    for line in [*lines, 'restrict,command="nxauth login" ' + real_line]:
+        entry = parse_authorized_key(line)
+        assert entry is not None
+        rows.append((auth.config.transport.account, entry.key.blob, entry.to_line(), entry.key.fingerprint, "", now))
+    with auth.store.transaction() as tx:
+        tx.executemany(
+            "INSERT INTO transport_keys (account, lookup, line, fingerprint, comment, added) VALUES (?,?,?,?,?,?)",
+            rows,
+        )
+    auth.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--runs", type=int, default=15)
+    parser.add_argument("--keys", type=int, default=100_000)
+    args = parser.parse_args()
+    reason = skip_reason()
+    if reason:
+        print(f"skipped: {reason}")
+        return 0
+    env = dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # as installed: byte-code cached
+    program_path = shutil.which("nxauth", path=str(Path(sys.executable).parent))
+    if program_path is None:
+        print("skipped: no nxauth command next to this interpreter")
+        return 0
+    subprocess.run([sys.executable, "-m", "compileall", "-q", str(Path(__file__).resolve().parent.parent / "src")])
+
+    with workdir() as base:
+        account = f"nxb{secrets.token_hex(3)}"
+        keys = base / "keys"
+        keys.mkdir(mode=0o700)
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(keys / "id")], check=True)
+        public = (keys / "id.pub").read_text().strip()
+        state = base / "state"
+        config = base / "nxauth.toml"
+        config.write_text(
+            f'state_dir = "{state}"\n[transport]\naccount = "{account}"\n'
+            '[login]\ncommand = ["/bin/true"]\n[audit]\nlog = false\n'
+            f'jsonl = "{state / "audit.jsonl"}"\n'
+        )
+        config.chmod(0o644)
+        program = base / "nxauth"
+        program.write_text(f'#!/bin/sh\nexec {program_path} "$@"\n')
+        program.chmod(0o755)
+        print(f"filling a keystore with {args.keys:,} keys ...", flush=True)
+        fill_keystore(config, args.keys, public)
+        nxauth_cli("--config", str(config), "useradd", "bench", "--password-stdin", stdin=PASSWORD + "\n")
+        big = base / "authorized_keys_big"
+        big.write_text("\n".join([*random_key_lines(args.keys - 1), public]) + "\n")
+        one = base / "authorized_keys_one"
+        one.write_text(public + "\n")
+        for path in (big, one):
+            path.chmod(0o644)
+
+        block = nxauth_cli("--config", str(config), "sshd-config", "--program", str(program))
+        stage1_only = block.replace(f"ForceCommand {program} --config {config} login", "ForceCommand /bin/true")
+        results: dict[str, float] = {}
+        setups = {
+            "baseline: sshd, 1-line authorized_keys": (
+                f"Match User {account}\n    AuthorizedKeysFile {one}\n    ForceCommand /bin/true\n",
+                "",
+            ),
+            f"sshd, {args.keys:,}-line authorized_keys": (
+                f"Match User {account}\n    AuthorizedKeysFile {big}\n    ForceCommand /bin/true\n",
+                "",
+            ),
+            f"sshd + nxauth authorized-keys, keystore of {args.keys:,}": (stage1_only, ""),
+            "whole two-stage login (+ nxauth login, argon2id, session command)": (block, f"bench\n{PASSWORD}\n"),
+        }
+        for name, (extra, stdin) in setups.items():
+            with running_sshd(extra, account=account) as sshd:
+                subprocess.run(["chown", "-R", account, str(state)], check=True)
+                probe = subprocess.run(
+                    ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups", str(program), "--version"],
+                    capture_output=True,
+                    text=True,
+                    check=False,
+                )
+                if probe.returncode != 0:
+                    print(f"skipped: the transport account cannot run nxauth: {probe.stderr.strip()}")
+                    return 0
+                results[name] = median_ms(lambda sshd=sshd, stdin=stdin: ssh(sshd, keys / "id", stdin), args.runs)
+                print(f"  {name:<70} {results[name]:8.1f} ms", flush=True)
+
+        key_type, key_text = public.split()[:2]
+        akc = [str(program), "--config", str(config), "authorized-keys", account, key_type, key_text]
+
+        def run(command: list[str]) -> Callable[[], object]:
+            return lambda: subprocess.run(command, env=env, capture_output=True, check=True)
+
+        runs = max(args.runs, 20)
+        one_run = median_ms(run(akc), runs)
+        helper = median_ms(
+            run([sys.executable, "-c", "import cryptography.hazmat.primitives.asymmetric.ed25519, pluggy, passlib"]),
+            runs,
+        )
+        bare = median_ms(run([sys.executable, "-c", "pass"]), runs)
+
+    baseline = next(iter(results.values()))
+    print()
+    for name, value in results.items():
+        print(f"{name:<72} {value:8.1f} ms  ratio {value / baseline:5.2f}")
+    nxauth_name = f"sshd + nxauth authorized-keys, keystore of {args.keys:,}"
+    ratio = results[nxauth_name] / baseline
+    print(f"\nnxauth authorized-keys vs one-line file: ratio {ratio:.2f} (target <= {TARGET_RATIO})")
+    print(
+        f"one nxauth authorized-keys run: {one_run:.1f} ms (target <= {TARGET_MS:.0f} ms); "
+        f"python -c pass {bare:.1f} ms; a helper importing cryptography+pluggy+passlib {helper:.1f} ms"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
