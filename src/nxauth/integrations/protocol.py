@@ -344,6 +344,10 @@ async def run_exchange_async(
 
     from .. import __version__
 
+    # A backend's question runs as its own task (login_async submits it from
+    # the worker thread): cancelled with the exchange, so that login returns.
+    questions: set[asyncio.Task[object]] = set()
+
     async def exchange() -> Identity | None:
         await dialogue.tell(Code.GREETING, f"nxauth {__version__} protocol {PROTOCOL_VERSION}")
         while True:
@@ -352,7 +356,13 @@ async def run_exchange_async(
 
             async def conversation(prompt: str, echo: bool) -> Secret:
                 code = Code.QUESTION if echo else Code.SECRET_QUESTION
-                return Secret(await dialogue.ask(code, _clean_prompt(prompt), echo=echo))
+                task = asyncio.current_task()
+                assert task is not None
+                questions.add(task)
+                try:
+                    return Secret(await dialogue.ask(code, _clean_prompt(prompt), echo=echo))
+                finally:
+                    questions.discard(task)
 
             try:
                 identity = await session.login_async(username, password, conversation=conversation)
@@ -378,7 +388,13 @@ async def run_exchange_async(
     except ClientGone as exc:
         session.abort(Reason.CLIENT_GONE, f"client closed the channel ({exc})")
     except TimeoutError:
-        session.abort(Reason.LOGIN_TIMEOUT, f"no login within {timeout:g} s")
+        # a login may still run in a worker thread, holding the session's lock
+        # (and waiting for a question's answer): abort off the event loop
+        for task in list(questions):
+            task.cancel()
+        await asyncio.get_running_loop().run_in_executor(
+            None, session.abort, Reason.LOGIN_TIMEOUT, f"no login within {timeout:g} s"
+        )
         await goodbye(Code.TIMED_OUT)
     except ProtocolViolation as exc:
         session.abort(Reason.PROTOCOL_ERROR, str(exc))
