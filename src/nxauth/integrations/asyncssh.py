@@ -1,0 +1,844 @@
+"""The embedded SSH server (deployment shape 2, ``nxauth serve``), on asyncssh.
+
+A host program runs it with its own session handler::
+
+    async def hello(identity: nxauth.Identity, process: asyncssh.SSHServerProcess[bytes]) -> int:
+        process.stdout.write(f"hello {identity.username}\\n".encode())
+        return 0
+
+    server = await start_server(authenticator, hello, host_keys=[ensure_host_key(path)], port=4022)
+
+Each SSH connection has one nxauth :class:`~nxauth.Session`.  SSH public-key
+authentication *is* stage 1: only the transport account (``nx``) can log in,
+only with a key that a key source allows; passwords, keyboard-interactive,
+host-based and GSSAPI authentication are off.  The connection may then open
+one session channel, and whatever the client asks to run there (a shell, a
+command, a subsystem is refused) the channel runs the stage-2 exchange of
+:mod:`nxauth.integrations.protocol`.  The handler is called only after
+stage 2 succeeded, with the :class:`~nxauth.Identity`.  No port, socket, X11
+or agent forwarding, no SFTP or SCP, no second channel, ever.
+
+Stage 1 is committed (and audited as accepted) only once the client has
+proven its key: asyncssh asks :meth:`validate_public_key` both for the
+client's unsigned query and for the signed request, before it checks the
+signature, so the decision there is a dry run (cached per key) and the
+session takes the key when authentication completed.  A refused key is
+audited at once.
+
+This is the only module of nxauth that imports asyncssh (the ``ssh`` extra).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import signal
+import stat
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
+
+import asyncssh
+
+from ..errors import AuthenticationFailed, ConfigError, KeyFormatError, UsageError
+from ..model import Identity, Reason
+from ..session import SessionState
+from .protocol import (
+    ClientGone,
+    Code,
+    ProtocolViolation,
+    TerminalDialogue,
+    decode_line,
+    format_line,
+    identity_environment,
+    run_exchange_async,
+)
+
+if TYPE_CHECKING:
+    from ..authenticator import Authenticator
+    from ..session import Session
+
+__all__ = [
+    "ClientChannel",
+    "NxauthServer",
+    "SessionHandler",
+    "command_handler",
+    "connect_client",
+    "ensure_host_key",
+    "start_server",
+]
+
+log = logging.getLogger("nxauth")
+
+#: ``handler(identity, process)``: runs after stage 2 succeeded; returns the exit status (``None``: 0).
+SessionHandler = Callable[[Identity, "asyncssh.SSHServerProcess[bytes]"], Awaitable[int | None]]
+
+#: asyncssh options a host may tune.  Anything that could open another way
+#: in (authorized_client_keys, password_auth, forwarding, factories, ...) is
+#: not among them.
+TUNABLE_OPTIONS: Final = frozenset(
+    {
+        "backlog",
+        "compression_algs",
+        "encryption_algs",
+        "family",
+        "keepalive_count_max",
+        "keepalive_interval",
+        "kex_algs",
+        "mac_algs",
+        "max_pktsize",
+        "passphrase",
+        "rekey_bytes",
+        "rekey_seconds",
+        "reuse_address",
+        "reuse_port",
+        "send_server_host_keys",
+        "server_host_certs",
+        "server_version",
+        "signature_algs",
+        "tcp_keepalive",
+        "window",
+    }
+)
+EXIT_DENIED: Final = 1
+EXIT_HANDLER_FAILED: Final = 1
+
+
+# ---------------------------------------------------------------- the exchange on a channel
+
+
+class _ChannelIO:
+    """Lines from a channel's stdin (a byte limit, no over-read) and writes to its stdout."""
+
+    def __init__(self, process: asyncssh.SSHServerProcess[bytes], max_line: int) -> None:
+        self.process = process
+        self.max_line = max_line
+
+    async def write(self, data: bytes) -> None:
+        try:
+            self.process.stdout.write(data)
+            await self.process.stdout.drain()
+        except (OSError, asyncssh.Error) as exc:
+            raise ClientGone(str(exc) or type(exc).__name__) from None
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes; out-of-band events other than a window
+        change end the exchange."""
+        while True:
+            try:
+                data = await self.process.stdin.read(size)
+            except asyncssh.TerminalSizeChanged:
+                continue
+            except (asyncssh.BreakReceived, asyncssh.SignalReceived) as exc:
+                raise ClientGone(f"client sent {type(exc).__name__}") from None
+            except (OSError, asyncssh.Error) as exc:
+                raise ClientGone(str(exc) or type(exc).__name__) from None
+            if not data:
+                raise ClientGone("end of input")
+            return data
+
+    async def readline(self) -> bytes:
+        """One LF-terminated line without the LF.  Reads nothing past it (the
+        rest is the session handler's); asyncssh's channel window bounds
+        what is buffered while the line is incomplete."""
+        pending = b""
+        while True:
+            try:
+                data = await self.process.stdin.readuntil(b"\n")
+            except asyncio.IncompleteReadError as exc:
+                # end of input, a full buffer, or an out-of-band event next
+                if not exc.partial:
+                    raise ClientGone("end of input") from None
+                pending += exc.partial
+                if len(pending) > self.max_line:
+                    raise ProtocolViolation(f"a line over {self.max_line} bytes") from None
+                continue
+            except asyncssh.TerminalSizeChanged:
+                continue
+            except (asyncssh.BreakReceived, asyncssh.SignalReceived) as exc:
+                raise ClientGone(f"client sent {type(exc).__name__}") from None
+            except (OSError, asyncssh.Error) as exc:
+                raise ClientGone(str(exc) or type(exc).__name__) from None
+            line = pending + data[:-1]
+            if len(line) > self.max_line:
+                raise ProtocolViolation(f"a line over {self.max_line} bytes")
+            return line
+
+
+@final
+class ChannelLineDialogue:
+    """The line protocol (``NX> 101 User:``) on a channel without a terminal."""
+
+    def __init__(self, io: _ChannelIO) -> None:
+        self._io = io
+
+    async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
+        await self._io.write(format_line(code, prompt))
+        return decode_line(await self._io.readline())
+
+    async def tell(self, code: Code, text: str) -> None:
+        await self._io.write(format_line(code, text))
+
+
+@final
+class ChannelTerminalDialogue:
+    """Plain prompts on the client's terminal (``ssh -t``): the channel is a
+    raw byte stream, so this is the line discipline too: echo (off for
+    secrets), backspace, ^U, Enter as CR or LF, ^C and ^D end the exchange."""
+
+    def __init__(self, io: _ChannelIO) -> None:
+        self._io = io
+        self._after_cr = False
+
+    async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
+        shown = TerminalDialogue.PROMPTS.get(code) or (prompt.rstrip() + " ")
+        await self._io.write(shown.encode())
+        return decode_line(await self._read_line(echo))
+
+    async def tell(self, code: Code, text: str) -> None:
+        if code in (Code.GREETING, Code.BYE, Code.AUTHENTICATED):
+            return
+        await self._io.write(f"{text}.\r\n".encode())
+
+    async def _read_line(self, echo: bool) -> bytes:
+        line = bytearray()
+        escape = 0  # 1: after ESC, 2: inside a CSI/SS3 sequence
+        while True:
+            byte = (await self._io.read(1))[0]  # one at a time: nothing past the line is consumed
+            after_cr, self._after_cr = self._after_cr, False
+            if escape:
+                escape = 2 if escape == 1 and byte in b"[O" else (2 if escape == 2 and not 0x40 <= byte <= 0x7E else 0)
+                continue
+            if byte in b"\r\n":
+                if byte == 0x0A and after_cr:  # CR LF is one Enter
+                    continue
+                self._after_cr = byte == 0x0D
+                await self._io.write(b"\r\n")
+                return bytes(line)
+            if byte == 0x03:
+                raise ClientGone("interrupted (^C)")
+            if byte == 0x04:
+                if not line:
+                    raise ClientGone("end of input (^D)")
+                continue
+            if byte in (0x7F, 0x08):
+                if line:
+                    while line and line[-1] & 0xC0 == 0x80:  # a whole UTF-8 character
+                        line.pop()
+                    if line:
+                        line.pop()
+                    if echo:
+                        await self._io.write(b"\b \b")
+                continue
+            if byte == 0x15:
+                if echo and line:
+                    count = len(line.decode("utf-8", "replace"))
+                    await self._io.write(b"\b \b" * count)
+                line.clear()
+                continue
+            if byte == 0x1B:
+                escape = 1
+                continue
+            if byte < 0x20:
+                continue
+            line.append(byte)
+            if len(line) > self._io.max_line:
+                raise ProtocolViolation(f"a line over {self._io.max_line} bytes")
+            if echo:
+                await self._io.write(bytes((byte,)))
+
+
+# ---------------------------------------------------------------- one connection
+
+
+class _ExchangeProcess(asyncssh.SSHServerProcess[bytes]):
+    """The session channel: a shell or any command runs the exchange (the
+    command is ignored, as with a forced command); subsystems are refused."""
+
+    def __init__(self, run: Callable[[asyncssh.SSHServerProcess[bytes]], Awaitable[None]]) -> None:
+        super().__init__(run, None, 3, False)
+
+    def shell_requested(self) -> bool:
+        return True
+
+    def exec_requested(self, command: str) -> bool:
+        return True
+
+    def subsystem_requested(self, subsystem: str) -> bool:
+        return False
+
+
+class _Connection(asyncssh.SSHServer):
+    """The asyncssh callbacks of one connection: stage 1 and the gates."""
+
+    def __init__(self, server: NxauthServer) -> None:
+        self._server = server
+        self._auth = server.authenticator
+        self._conn: asyncssh.SSHServerConnection | None = None
+        self._session: Session | None = None
+        self._answers: dict[tuple[str, bytes], bool] = {}
+        self._candidate: tuple[str, bytes] | None = None
+        self._channel_opened = False
+        self._channel_task: asyncio.Task[Any] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        loop = asyncio.get_running_loop()
+        self._granted: asyncio.Future[bool] = loop.create_future()  # stage 1 committed after the proof
+        self.closed: asyncio.Future[None] = loop.create_future()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        peer = conn.get_extra_info("peername")
+        try:
+            self._session = self._auth.open_session((str(peer[0]), int(peer[1])))
+        except (UsageError, TypeError, IndexError, ValueError):
+            self._session = self._auth.open_session(None)
+        self._server._connections.add(self)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        if self._channel_task is not None and not self._channel_task.done():
+            self._channel_task.cancel()
+        session = self._session
+        if session is None:
+            self._done()
+            return
+        tried = bool(self._answers)
+        # off the event loop: a login running in a worker thread holds the session's lock
+        future = asyncio.get_running_loop().run_in_executor(None, _finish_session, session, tried)
+        future.add_done_callback(lambda _: self._done())
+
+    def _done(self) -> None:
+        self._server._connections.discard(self)
+        if not self.closed.done():
+            self.closed.set_result(None)
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+
+    def _hang_up(self) -> None:
+        if self._conn is not None:
+            self._conn.disconnect(asyncssh.DISC_NO_MORE_AUTH_METHODS_AVAILABLE, "Too many authentication failures")
+
+    # ------------------------------------------------------------ stage 1
+
+    def begin_auth(self, username: str) -> bool:
+        return True  # authentication is always required
+
+    def public_key_auth_supported(self) -> bool:
+        return True
+
+    def password_auth_supported(self) -> bool:
+        return False
+
+    def kbdint_auth_supported(self) -> bool:
+        return False
+
+    def host_based_auth_supported(self) -> bool:
+        return False
+
+    def validate_ca_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        return False  # certificates are not a way in (nor a way around the key sources)
+
+    async def validate_public_key(self, username: str, key: asyncssh.SSHKey) -> bool:
+        """May ``key`` open the transport for ``username``?  Called for the
+        client's query and again for its signed request (asyncssh checks the
+        signature afterwards): the first call decides, the answer is cached
+        per (username, key).  Nothing is granted here; a refusal is audited."""
+        session = self._session
+        if session is None:
+            return False
+        if _closed(session):  # too many failures: like sshd, hang up
+            asyncio.get_running_loop().call_soon(self._hang_up)
+            return False
+        blob = bytes(key.public_data)
+        answer = self._answers.get((username, blob))
+        if answer is None:
+            loop = asyncio.get_running_loop()
+            answer = await loop.run_in_executor(self._auth.executor(), self._decide, session, username, blob)
+            self._answers[(username, blob)] = answer
+            if _closed(session):
+                loop.call_soon(self._hang_up)
+        if answer:
+            self._candidate = (username, blob)
+        return answer
+
+    def _decide(self, session: Session, username: str, blob: bytes) -> bool:
+        """A dry run of stage 1; a refusal goes through the session (audited, counted)."""
+        from ..keys import decode_public_key
+        from ..stage1 import decide_transport
+
+        try:
+            key = decode_public_key(blob)
+        except KeyFormatError:
+            key = None
+        if key is not None:
+            decision = decide_transport(
+                self._auth.config.transport,
+                self._auth.backends,
+                username,
+                key,
+                peer_host=session.peer.host,
+                now=self._auth.clock(),
+            )
+            if decision.grant is not None:
+                return True
+        try:
+            session.check_transport_key(username, blob)
+        except AuthenticationFailed:
+            return False
+        return True  # the key sources changed their mind in between: the session's grant stands
+
+    async def auth_completed(self) -> None:
+        """The client proved its key: now the session takes it (audited as
+        accepted).  If the key was revoked meanwhile, hang up."""
+        session, candidate = self._session, self._candidate
+        granted = False
+        if session is not None and candidate is not None:
+            loop = asyncio.get_running_loop()
+            granted = await loop.run_in_executor(self._auth.executor(), _commit, session, *candidate)
+        if not self._granted.done():
+            self._granted.set_result(granted)
+        if not granted:
+            self._close()
+            return
+        if not self._channel_opened:
+            self._timer = asyncio.get_running_loop().call_later(self._server.login_timeout, self._no_channel)
+
+    def _no_channel(self) -> None:
+        session = self._session
+        if session is not None and not self._channel_opened:
+            detail = f"no session channel within {self._server.login_timeout:g} s"
+            asyncio.get_running_loop().run_in_executor(None, session.abort, Reason.LOGIN_TIMEOUT, detail)
+            self._close()
+
+    # ------------------------------------------------------------ channels
+
+    def session_requested(self) -> Awaitable[asyncssh.SSHServerSession[bytes]] | bool:
+        """One session channel per connection, after stage 1, before stage 2.
+        (The client may open it while :meth:`auth_completed` still commits
+        stage 1: the channel waits for that.)"""
+        if self._session is None or self._channel_opened or self._session.authenticated:
+            return False
+        self._channel_opened = True
+        if self._timer is not None:
+            self._timer.cancel()
+        return self._open_channel(self._session)
+
+    async def _open_channel(self, session: Session) -> asyncssh.SSHServerSession[bytes]:
+        if not await self._granted or session.state is not SessionState.TRANSPORT_OK:
+            raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Session refused")
+        return _ExchangeProcess(self._run_channel)
+
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        return False  # ssh -L, -D
+
+    def server_requested(self, listen_host: str, listen_port: int) -> bool:
+        return False  # ssh -R
+
+    def unix_connection_requested(self, dest_path: str) -> bool:
+        return False
+
+    def unix_server_requested(self, listen_path: str) -> bool:
+        return False
+
+    def tun_requested(self, unit: int | None) -> bool:
+        return False
+
+    def tap_requested(self, unit: int | None) -> bool:
+        return False
+
+    async def _run_channel(self, process: asyncssh.SSHServerProcess[bytes]) -> None:
+        self._channel_task = asyncio.current_task()
+        session = self._session
+        assert session is not None
+        server = self._server
+        io = _ChannelIO(process, server.authenticator.config.session.max_password_bytes + 1)
+        dialogue = ChannelTerminalDialogue(io) if process.term_type else ChannelLineDialogue(io)
+        status = EXIT_DENIED
+        try:
+            identity = await run_exchange_async(session, dialogue, timeout=server.login_timeout)
+            if identity is not None:
+                status = await _call_handler(server.handler, identity, process)
+        finally:
+            with contextlib.suppress(Exception):
+                process.exit(status)
+                await asyncio.wait_for(process.wait_closed(), 10)
+            self._close()
+
+
+def _closed(session: Session) -> bool:
+    return session.state is SessionState.CLOSED
+
+
+def _finish_session(session: Session, tried: bool) -> None:
+    """The connection is gone: a client that started stage 1 but did not
+    finish stage 2 is audited as gone; the session is closed."""
+    if session.state is SessionState.TRANSPORT_OK:
+        session.abort(Reason.CLIENT_GONE, "connection closed before stage 2")
+    elif session.state is SessionState.NEW and tried:
+        session.abort(Reason.CLIENT_GONE, "connection closed without a transport grant")
+    session.close()
+
+
+def _commit(session: Session, username: str, blob: bytes) -> bool:
+    grant = session.transport
+    if grant is not None:  # granted while deciding (see _decide): only for this very key
+        from ..keys import decode_public_key
+
+        try:
+            fingerprint = decode_public_key(blob).fingerprint
+        except KeyFormatError:
+            return False
+        return session.state is SessionState.TRANSPORT_OK and grant.fingerprint == fingerprint
+    try:
+        session.check_transport_key(username, blob)
+    except AuthenticationFailed:
+        return False
+    return True
+
+
+async def _call_handler(handler: SessionHandler, identity: Identity, process: asyncssh.SSHServerProcess[bytes]) -> int:
+    try:
+        result = await handler(identity, process)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # the host's handler failing ends its channel, not the server
+        log.error("session handler for %s failed: %s", identity.username, type(exc).__name__)
+        log.debug("session handler traceback", exc_info=True)
+        return EXIT_HANDLER_FAILED
+    if result is None:
+        return 0
+    if isinstance(result, bool) or not isinstance(result, int):
+        log.error("session handler returned %s, not an exit status", type(result).__name__)
+        return EXIT_HANDLER_FAILED
+    return result
+
+
+# ---------------------------------------------------------------- the server
+
+
+@final
+class NxauthServer:
+    """A running embedded server (from :func:`start_server`)."""
+
+    def __init__(self, authenticator: Authenticator, handler: SessionHandler, login_timeout: float) -> None:
+        self.authenticator = authenticator
+        self.handler = handler
+        self.login_timeout = login_timeout
+        self._acceptor: asyncssh.SSHAcceptor | None = None
+        self._connections: set[_Connection] = set()
+
+    def __repr__(self) -> str:
+        return f"NxauthServer(addresses={self.addresses!r}, connections={len(self._connections)})"
+
+    @property
+    def addresses(self) -> list[tuple[str, int]]:
+        """The (host, port) pairs listened on."""
+        if self._acceptor is None:
+            return []
+        return [(str(a[0]), int(a[1])) for a in self._acceptor.get_addresses()]
+
+    @property
+    def port(self) -> int:
+        """The port listened on (the one picked when ``port=0`` was asked)."""
+        ports = {port for _, port in self.addresses}
+        return ports.pop() if len(ports) == 1 else 0
+
+    @property
+    def connections(self) -> int:
+        """Connections not yet closed (their sessions not yet finished)."""
+        return len(self._connections)
+
+    def close(self) -> None:
+        """Stop listening and close every connection (their sessions are
+        aborted as ``client-gone`` when stage 2 had not succeeded)."""
+        if self._acceptor is not None:
+            self._acceptor.close()
+        for connection in list(self._connections):
+            connection._close()
+
+    async def wait_closed(self) -> None:
+        """Wait until the listener and every connection are closed."""
+        if self._acceptor is not None:
+            await self._acceptor.wait_closed()
+        while self._connections:
+            await asyncio.gather(*(c.closed for c in list(self._connections)))
+
+    async def __aenter__(self) -> NxauthServer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+        await self.wait_closed()
+
+
+async def start_server(
+    authenticator: Authenticator,
+    handler: SessionHandler,
+    *,
+    host_keys: Sequence[str | os.PathLike[str] | asyncssh.SSHKey],
+    host: str | Sequence[str] = "127.0.0.1",
+    port: int = 0,
+    login_timeout: float | None = None,
+    **asyncssh_options: Any,
+) -> NxauthServer:
+    """Start the embedded server on ``host`` (one address or several) and
+    ``port`` (0: a free one, see :attr:`NxauthServer.port`).
+
+    ``handler(identity, process)`` is awaited after stage 2 succeeded; the
+    process is the channel in bytes (``process.stdin``, ``process.stdout``,
+    ``process.stderr``, ``process.term_type``); its return value is the exit
+    status.  ``login_timeout`` (default ``login.timeout``) bounds SSH
+    authentication, the wait for a session channel, and the exchange, each.
+    ``asyncssh_options`` may only tune :data:`TUNABLE_OPTIONS`.
+    """
+    if not callable(handler):
+        raise UsageError("handler must be an async callable handler(identity, process)")
+    if isinstance(host_keys, str | bytes | os.PathLike) or not host_keys:
+        raise UsageError("host_keys must be a non-empty sequence of host keys (paths or asyncssh keys)")
+    refused = sorted(set(asyncssh_options) - TUNABLE_OPTIONS)
+    if refused:
+        raise UsageError(f"asyncssh option {refused[0]!r} cannot be set on the nxauth server")
+    timeout = authenticator.config.login.timeout if login_timeout is None else float(login_timeout)
+    if not timeout > 0:
+        raise UsageError("login_timeout must be positive")
+    server = NxauthServer(authenticator, handler, timeout)
+    server._acceptor = await asyncssh.create_server(
+        lambda: _Connection(server),
+        list(host) if not isinstance(host, str) else host,
+        port,
+        server_host_keys=list(host_keys),
+        config=None,
+        authorized_client_keys=None,
+        known_client_hosts=None,
+        trust_client_host=False,
+        x509_trusted_certs=None,
+        public_key_auth=True,
+        password_auth=False,
+        kbdint_auth=False,
+        host_based_auth=False,
+        gss_host=None,
+        gss_kex=False,
+        gss_auth=False,
+        allow_pty=True,
+        line_editor=False,
+        x11_forwarding=False,
+        agent_forwarding=False,
+        process_factory=None,
+        session_factory=None,
+        sftp_factory=None,
+        allow_scp=False,
+        encoding=None,
+        login_timeout=timeout,
+        **asyncssh_options,
+    )
+    return server
+
+
+# ---------------------------------------------------------------- host keys
+
+
+def ensure_host_key(path: str | os.PathLike[str]) -> Path:
+    """The host key at ``path``, generated on first use: Ed25519 in OpenSSH
+    format, mode 0600, its directory made 0700 when missing, written to a
+    temporary file and linked into place (never over an existing key; a
+    concurrent start keeps the first).  ``PATH.pub`` is written beside it.
+    A key that its group or others can read is refused, as sshd does."""
+    target = Path(path)
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        _create_host_key(target)
+        info = os.stat(target)
+    if not stat.S_ISREG(info.st_mode):
+        raise ConfigError(f"host key {target} is not a regular file", key="server.host_key")
+    if info.st_mode & 0o077:
+        raise ConfigError(
+            f"host key {target} is accessible by others (mode {stat.S_IMODE(info.st_mode):04o}; chmod 600 it)",
+            key="server.host_key",
+        )
+    public = target.with_name(target.name + ".pub")
+    if not public.exists():
+        key = asyncssh.read_private_key(target)
+        public.write_text(key.export_public_key("openssh").decode())
+    return target
+
+
+def _create_host_key(target: Path) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    private = ed25519.Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
+    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(temporary, flags, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+        with contextlib.suppress(FileExistsError):  # another start won the race: its key stays
+            os.link(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+# ---------------------------------------------------------------- nxauth serve's handler
+
+
+def command_handler(argv: Sequence[str], *, base_env: Mapping[str, str] | None = None) -> SessionHandler:
+    """A session handler that runs ``argv`` (no shell) with
+    :func:`~nxauth.integrations.protocol.identity_environment` and the
+    channel as its standard input, output and error; the exit status is the
+    command's (128 + N when killed by signal N).  The command is killed when
+    the connection goes away."""
+    if not argv or not all(isinstance(a, str) and a for a in argv):
+        raise UsageError("argv must be a non-empty sequence of non-empty strings")
+    command = tuple(argv)
+
+    async def run(identity: Identity, process: asyncssh.SSHServerProcess[bytes]) -> int:
+        env = identity_environment(identity, base_env)
+        child = await asyncio.create_subprocess_exec(
+            *command,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env,
+            start_new_session=True,
+        )
+        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
+        feeding = asyncio.ensure_future(_feed(process, child.stdin))
+        try:
+            await asyncio.gather(_pump(child.stdout, process.stdout), _pump(child.stderr, process.stderr))
+            status = await child.wait()
+        finally:
+            feeding.cancel()
+            if child.returncode is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+                await child.wait()
+        return status if status >= 0 else 128 - status
+
+    return run
+
+
+async def _feed(process: asyncssh.SSHServerProcess[bytes], stdin: asyncio.StreamWriter) -> None:
+    try:
+        while True:
+            try:
+                data = await process.stdin.read(65536)
+            except asyncssh.TerminalSizeChanged:
+                continue
+            if not data:
+                break
+            stdin.write(data)
+            await stdin.drain()
+    except (OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.SignalReceived):
+        pass
+    finally:
+        with contextlib.suppress(OSError):
+            stdin.close()
+
+
+async def _pump(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
+    while chunk := await source.read(65536):
+        try:
+            sink.write(chunk)
+            await sink.drain()
+        except (OSError, asyncssh.Error):
+            return  # the client is gone; the command is killed when the channel closes
+
+
+# ---------------------------------------------------------------- a client (the demo's, when ssh is missing)
+
+
+@final
+class ClientChannel:
+    """The client's end of the exchange over asyncssh's client: the same
+    shape as an ``ssh`` subprocess (lines in, lines out, an exit status)."""
+
+    def __init__(self, conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes]) -> None:
+        self._conn = conn
+        self._process = process
+
+    async def readline(self) -> bytes:
+        """One line with its LF (``b""`` at the end of the output)."""
+        try:
+            return await self._process.stdout.readline()
+        except (OSError, asyncssh.Error):
+            return b""
+
+    async def write(self, data: bytes) -> None:
+        self._process.stdin.write(data)
+        await self._process.stdin.drain()
+
+    def close_input(self) -> None:
+        with contextlib.suppress(OSError, asyncssh.Error):
+            self._process.stdin.write_eof()
+
+    async def wait(self) -> int:
+        """The exit status (255 when the connection ended without one)."""
+        try:
+            await self._process.wait_closed()
+        finally:
+            self._conn.close()
+            await self._conn.wait_closed()
+        status = self._process.exit_status
+        return 255 if status is None or status < 0 else status
+
+
+async def connect_client(
+    host: str,
+    port: int,
+    *,
+    client_key: str | os.PathLike[str],
+    host_key: str | None,
+    account: str = "nx",
+    timeout: float = 30.0,
+) -> ClientChannel:
+    """Connect as ``account`` with the private key file ``client_key`` and
+    open a session channel.  ``host_key`` is the server's public key line
+    (``None``: not checked, for tests only).  Raises :class:`PermissionError`
+    when the server refused the key, :class:`ConnectionError` when it could
+    not be reached."""
+    known: Any = None
+    if host_key is not None:
+        known = ([asyncssh.import_public_key(host_key)], [], [])
+    try:
+        conn = await asyncssh.connect(
+            host,
+            port,
+            username=account,
+            client_keys=[os.fspath(client_key)],
+            known_hosts=known,
+            agent_path=None,
+            config=None,
+            password=None,
+            kbdint_auth=False,
+            password_auth=False,
+            gss_auth=False,
+            gss_kex=False,
+            agent_forwarding=False,
+            connect_timeout=timeout,
+        )
+    except asyncssh.PermissionDenied:
+        raise PermissionError(f"{account}@{host}: Permission denied (publickey)") from None
+    except (OSError, asyncssh.Error) as exc:
+        raise ConnectionError(f"{host} port {port}: {exc}") from None
+    try:
+        process = await conn.create_process(encoding=None)
+    except (OSError, asyncssh.Error) as exc:
+        conn.close()
+        raise ConnectionError(f"{host} port {port}: {exc}") from None
+    return ClientChannel(conn, process)
