@@ -150,10 +150,14 @@ def main() -> int:
             ratio = median / results[0]
             print(f"  {name:<68} {median:7.1f} ms (min {fastest:6.1f})  ratio {ratio:5.2f}", flush=True)
         print(f"\nCPUs: {os.cpu_count()}, load average {os.getloadavg()[0]:.2f}")
-        for server in servers:
-            server.close()
-            loop.run(server.wait_closed())
-        plain.close()
+
+        async def stop() -> None:  # on the servers' loop
+            for server in servers:
+                server.close()
+                await server.wait_closed()
+            plain.close()
+
+        loop.run(stop())
         memory.close()
         defaults.close()
     return 0

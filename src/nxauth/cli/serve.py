@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import logging
-import signal
 import sys
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # asyncio and the rest only when the command runs: every command builds the parser
+    import argparse
+    from pathlib import Path
+
     from ..authenticator import Authenticator
     from ..integrations.asyncssh import SessionHandler
 
@@ -44,6 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     generated on the first start.  The audit trail goes to stderr too."""
     if args.port is not None and not 0 <= args.port <= 65535:
         raise CommandError(f"--port must be 0 to 65535, not {args.port}", EXIT_USAGE)
+    import asyncio
+    import logging
+
     try:
         from ..integrations import asyncssh as embedded
     except ImportError as exc:
@@ -65,6 +66,9 @@ async def _no_command(identity: Any, process: Any) -> int:
 async def _serve(
     auth: Authenticator, handler: SessionHandler, host_key: Path, listen: tuple[str, ...], port: int
 ) -> int:
+    import asyncio
+    import signal
+
     from ..integrations.asyncssh import start_server
     from ..keys import parse_public_key
 
