@@ -20,7 +20,8 @@ pytestmark = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is
 
 COMMAND = (
     "import os, sys; print('user=' + os.environ['NXAUTH_USER']); "
-    "print('transport=' + os.environ['NXAUTH_TRANSPORT_ACCOUNT']); print('input=' + sys.stdin.read().strip())"
+    "print('transport=' + os.environ['NXAUTH_TRANSPORT_ACCOUNT']); print('input=' + sys.stdin.read().strip()); "
+    "print('leaked=' + ','.join(k for k in os.environ if k.startswith('SERVER_SECRET') or k == 'FROM_CLIENT'))"
 )
 
 
@@ -33,6 +34,7 @@ class Serve:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            env={**os.environ, "SERVER_SECRET_LDAP": "hunter2"},  # e.g. for a {env = ...} secret
         )
         assert self.process.stdout is not None
         watchdog = threading.Timer(30, self.process.kill)
@@ -53,7 +55,8 @@ class Serve:
             [
                 SSH, "-F", "/dev/null", "-i", str(key), "-p", str(self.port),
                 "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "nx@127.0.0.1", *command,
+                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", "-o", "SetEnv=FROM_CLIENT=1",
+                "nx@127.0.0.1", *command,
             ],
             input=input, capture_output=True, text=True, timeout=30, check=False,
         )  # fmt: skip
@@ -100,7 +103,7 @@ def test_serve_runs_the_session_command_after_a_two_stage_login(setup: tuple[Pat
         lines = result.stdout.splitlines()
         assert lines[:4] == ["NX> 100 nxauth 0.1.0 protocol 1", "NX> 101 User:", "NX> 102 Password:",
                              "NX> 200 Authenticated alice"]  # fmt: skip
-        assert lines[4:] == ["user=alice", "transport=nx", "input=some input"]
+        assert lines[4:] == ["user=alice", "transport=nx", "input=some input", "leaked="]
         denied = serve.ssh(key, "alice\nwrong\n")
         assert denied.returncode == 1 and "NX> 401 Authentication failed" in denied.stdout
     finally:

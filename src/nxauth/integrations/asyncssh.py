@@ -68,6 +68,7 @@ __all__ = [
     "command_handler",
     "connect_client",
     "ensure_host_key",
+    "session_environment",
     "start_server",
 ]
 
@@ -697,18 +698,35 @@ def _create_host_key(target: Path) -> None:
 # ---------------------------------------------------------------- nxauth serve's handler
 
 
+#: What the session command inherits from the server's environment (as sshd,
+#: never the whole of it: it may hold the secrets of the configuration).
+INHERITED_ENV: Final = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ")
+
+
+def session_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The server's variables in :data:`INHERITED_ENV` and ``LC_*`` (from
+    ``base``, by default the process's environment)."""
+    source = os.environ if base is None else base
+    return {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
+
+
 def command_handler(argv: Sequence[str], *, base_env: Mapping[str, str] | None = None) -> SessionHandler:
-    """A session handler that runs ``argv`` (no shell) with
-    :func:`~nxauth.integrations.protocol.identity_environment` and the
-    channel as its standard input, output and error; the exit status is the
-    command's (128 + N when killed by signal N).  The command is killed when
-    the connection goes away."""
+    """A session handler that runs ``argv`` (no shell) with the channel as
+    its standard input, output and error, in the environment
+    :func:`session_environment` (``TERM`` too when the client asked for a
+    terminal) plus :func:`~nxauth.integrations.protocol.identity_environment`'s
+    ``NXAUTH_*`` variables; the client's own environment requests are ignored.
+    The exit status is the command's (128 + N when killed by signal N).  The
+    command is killed when the connection goes away."""
     if not argv or not all(isinstance(a, str) and a for a in argv):
         raise UsageError("argv must be a non-empty sequence of non-empty strings")
     command = tuple(argv)
 
     async def run(identity: Identity, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        env = identity_environment(identity, base_env)
+        base = session_environment(base_env)
+        if process.term_type:
+            base["TERM"] = process.term_type
+        env = identity_environment(identity, base)
         child = await asyncio.create_subprocess_exec(
             *command,
             stdin=asyncio.subprocess.PIPE,
