@@ -22,7 +22,8 @@ import pytest
 
 import nxauth
 from conftest import ListKeySource, TransportKey
-from nxauth.integrations.asyncssh import NxauthServer, connect_client, ensure_host_key, start_server
+from nxauth.integrations.asyncssh import NxauthServer, ensure_host_key, start_server
+from nxauth.integrations.asyncssh_client import connect_client
 from nxauth.testing import RecordingSink
 
 SSH = shutil.which("ssh")
@@ -785,6 +786,22 @@ def test_ensure_host_key(tmp_path: Path) -> None:
         ensure_host_key(path)
 
 
+@pytest.mark.parametrize("fmt", ["openssh", "pkcs1-pem"])
+def test_ensure_host_key_derives_a_missing_pub(tmp_path: Path, fmt: str) -> None:
+    """An administrator's own key (an RSA key in PEM too) is used as it is."""
+    key = asyncssh.generate_private_key("ssh-rsa", key_size=2048)
+    path = tmp_path / "ssh_host_rsa_key"
+    path.write_bytes(key.export_private_key(fmt))
+    path.chmod(0o600)
+    ensure_host_key(path)
+    assert path.with_name(path.name + ".pub").read_text().split()[:2] == key.export_public_key().decode().split()[:2]
+    garbage = tmp_path / "garbage_key"
+    garbage.write_text("not a key\n")
+    garbage.chmod(0o600)
+    with pytest.raises(nxauth.ConfigError, match="cannot be read"):
+        ensure_host_key(garbage)
+
+
 def test_ensure_host_key_concurrent_first_start_keeps_one_key(tmp_path: Path) -> None:
     path = tmp_path / "state" / "ssh_host_ed25519_key"
     threads = [threading.Thread(target=ensure_host_key, args=(path,)) for _ in range(8)]
@@ -803,7 +820,7 @@ def test_the_core_does_not_import_asyncssh() -> None:
     code = (
         "import sys, nxauth, nxauth.cli, nxauth.cli.serve, nxauth.cli.demo; nxauth.cli.build_parser(); "
         "assert 'asyncio' not in sys.modules, 'asyncio imported'; "
-        "import nxauth.demo, nxauth.integrations.protocol; "
+        "import nxauth.demo, nxauth.integrations.protocol, nxauth.integrations.hostkey; "
         "assert 'asyncssh' not in sys.modules, 'asyncssh imported'"
     )
     env = {**os.environ, "PYTHONPATH": ""}

@@ -300,7 +300,7 @@ async def _open(case: _Case, target: _Target) -> _Client:
     port = target.server.port
     if target.ssh is not None:
         return await _SshClient.start(target.ssh, case.key, port, target.known_hosts, target.account)
-    from .integrations.asyncssh import connect_client
+    from .integrations.asyncssh_client import connect_client
 
     try:
         return await connect_client(

@@ -25,7 +25,9 @@ signature, so the decision there is a dry run (cached per key) and the
 session takes the key when authentication completed.  A refused key is
 audited at once.
 
-This is the only module of nxauth that imports asyncssh (the ``ssh`` extra).
+This module, its private helper ``_asyncssh_channel`` and ``asyncssh_client``
+are the only ones that import asyncssh (the ``ssh`` extra); ``ensure_host_key``
+lives in :mod:`nxauth.integrations.hostkey` and is re-exported here.
 """
 
 from __future__ import annotations
@@ -34,39 +36,27 @@ import asyncio
 import contextlib
 import logging
 import os
-import secrets
 import signal
-import stat
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
 
 import asyncssh
 
-from ..errors import AuthenticationFailed, ConfigError, KeyFormatError, UsageError
+from ..errors import AuthenticationFailed, KeyFormatError, UsageError
 from ..model import Identity, Reason
 from ..session import SessionState
-from .protocol import (
-    ClientGone,
-    Code,
-    ProtocolViolation,
-    TerminalDialogue,
-    decode_line,
-    format_line,
-    identity_environment,
-    run_exchange_async,
-)
+from ._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
+from .hostkey import ensure_host_key
+from .protocol import identity_environment, run_exchange_async
 
 if TYPE_CHECKING:
     from ..authenticator import Authenticator
     from ..session import Session
 
 __all__ = [
-    "ClientChannel",
     "NxauthServer",
     "SessionHandler",
     "command_handler",
-    "connect_client",
     "ensure_host_key",
     "session_environment",
     "start_server",
@@ -106,150 +96,6 @@ TUNABLE_OPTIONS: Final = frozenset(
 )
 EXIT_DENIED: Final = 1
 EXIT_HANDLER_FAILED: Final = 1
-
-
-# ---------------------------------------------------------------- the exchange on a channel
-
-
-class _ChannelIO:
-    """Lines from a channel's stdin (a byte limit, no over-read) and writes to its stdout."""
-
-    def __init__(self, process: asyncssh.SSHServerProcess[bytes], max_line: int) -> None:
-        self.process = process
-        self.max_line = max_line
-
-    async def write(self, data: bytes) -> None:
-        try:
-            self.process.stdout.write(data)
-            await self.process.stdout.drain()
-        except (OSError, asyncssh.Error) as exc:
-            raise ClientGone(str(exc) or type(exc).__name__) from None
-
-    async def read(self, size: int) -> bytes:
-        """Up to ``size`` bytes; out-of-band events other than a window
-        change end the exchange."""
-        while True:
-            try:
-                data = await self.process.stdin.read(size)
-            except asyncssh.TerminalSizeChanged:
-                continue
-            except (asyncssh.BreakReceived, asyncssh.SignalReceived) as exc:
-                raise ClientGone(f"client sent {type(exc).__name__}") from None
-            except (OSError, asyncssh.Error) as exc:
-                raise ClientGone(str(exc) or type(exc).__name__) from None
-            if not data:
-                raise ClientGone("end of input")
-            return data
-
-    async def readline(self) -> bytes:
-        """One LF-terminated line without the LF.  Reads nothing past it (the
-        rest is the session handler's); asyncssh's channel window bounds
-        what is buffered while the line is incomplete."""
-        pending = b""
-        while True:
-            try:
-                data = await self.process.stdin.readuntil(b"\n")
-            except asyncio.IncompleteReadError as exc:
-                # end of input, a full buffer, or an out-of-band event next
-                if not exc.partial:
-                    raise ClientGone("end of input") from None
-                pending += exc.partial
-                if len(pending) > self.max_line:
-                    raise ProtocolViolation(f"a line over {self.max_line} bytes") from None
-                continue
-            except asyncssh.TerminalSizeChanged:
-                continue
-            except (asyncssh.BreakReceived, asyncssh.SignalReceived) as exc:
-                raise ClientGone(f"client sent {type(exc).__name__}") from None
-            except (OSError, asyncssh.Error) as exc:
-                raise ClientGone(str(exc) or type(exc).__name__) from None
-            line = pending + data[:-1]
-            if len(line) > self.max_line:
-                raise ProtocolViolation(f"a line over {self.max_line} bytes")
-            return line
-
-
-@final
-class ChannelLineDialogue:
-    """The line protocol (``NX> 101 User:``) on a channel without a terminal."""
-
-    def __init__(self, io: _ChannelIO) -> None:
-        self._io = io
-
-    async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
-        await self._io.write(format_line(code, prompt))
-        return decode_line(await self._io.readline())
-
-    async def tell(self, code: Code, text: str) -> None:
-        await self._io.write(format_line(code, text))
-
-
-@final
-class ChannelTerminalDialogue:
-    """Plain prompts on the client's terminal (``ssh -t``): the channel is a
-    raw byte stream, so this is the line discipline too: echo (off for
-    secrets), backspace, ^U, Enter as CR or LF, ^C and ^D end the exchange."""
-
-    def __init__(self, io: _ChannelIO) -> None:
-        self._io = io
-        self._after_cr = False
-
-    async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
-        shown = TerminalDialogue.PROMPTS.get(code) or (prompt.rstrip() + " ")
-        await self._io.write(shown.encode())
-        return decode_line(await self._read_line(echo))
-
-    async def tell(self, code: Code, text: str) -> None:
-        if code in (Code.GREETING, Code.BYE, Code.AUTHENTICATED):
-            return
-        await self._io.write(f"{text}.\r\n".encode())
-
-    async def _read_line(self, echo: bool) -> bytes:
-        line = bytearray()
-        escape = 0  # 1: after ESC, 2: inside a CSI/SS3 sequence
-        while True:
-            byte = (await self._io.read(1))[0]  # one at a time: nothing past the line is consumed
-            after_cr, self._after_cr = self._after_cr, False
-            if escape:
-                escape = 2 if escape == 1 and byte in b"[O" else (2 if escape == 2 and not 0x40 <= byte <= 0x7E else 0)
-                continue
-            if byte in b"\r\n":
-                if byte == 0x0A and after_cr:  # CR LF is one Enter
-                    continue
-                self._after_cr = byte == 0x0D
-                await self._io.write(b"\r\n")
-                return bytes(line)
-            if byte == 0x03:
-                raise ClientGone("interrupted (^C)")
-            if byte == 0x04:
-                if not line:
-                    raise ClientGone("end of input (^D)")
-                continue
-            if byte in (0x7F, 0x08):
-                if line:
-                    while line and line[-1] & 0xC0 == 0x80:  # a whole UTF-8 character
-                        line.pop()
-                    if line:
-                        line.pop()
-                    if echo:
-                        await self._io.write(b"\b \b")
-                continue
-            if byte == 0x15:
-                if echo and line:
-                    count = len(line.decode("utf-8", "replace"))
-                    await self._io.write(b"\b \b" * count)
-                line.clear()
-                continue
-            if byte == 0x1B:
-                escape = 1
-                continue
-            if byte < 0x20:
-                continue
-            line.append(byte)
-            if len(line) > self._io.max_line:
-                raise ProtocolViolation(f"a line over {self._io.max_line} bytes")
-            if echo:
-                await self._io.write(bytes((byte,)))
 
 
 # ---------------------------------------------------------------- one connection
@@ -460,7 +306,7 @@ class _Connection(asyncssh.SSHServer):
         session = self._session
         assert session is not None
         server = self._server
-        io = _ChannelIO(process, server.authenticator.config.session.max_password_bytes + 1)
+        io = ChannelIO(process, server.authenticator.config.session.max_password_bytes + 1)
         dialogue = ChannelTerminalDialogue(io) if process.term_type else ChannelLineDialogue(io)
         status = EXIT_DENIED
         try:
@@ -643,58 +489,6 @@ async def start_server(
     return server
 
 
-# ---------------------------------------------------------------- host keys
-
-
-def ensure_host_key(path: str | os.PathLike[str]) -> Path:
-    """The host key at ``path``, generated on first use: Ed25519 in OpenSSH
-    format, mode 0600, its directory made 0700 when missing, written to a
-    temporary file and linked into place (never over an existing key; a
-    concurrent start keeps the first).  ``PATH.pub`` is written beside it.
-    A key that its group or others can read is refused, as sshd does."""
-    target = Path(path)
-    try:
-        info = os.stat(target)
-    except FileNotFoundError:
-        _create_host_key(target)
-        info = os.stat(target)
-    if not stat.S_ISREG(info.st_mode):
-        raise ConfigError(f"host key {target} is not a regular file", key="server.host_key")
-    if info.st_mode & 0o077:
-        raise ConfigError(
-            f"host key {target} is accessible by others (mode {stat.S_IMODE(info.st_mode):04o}; chmod 600 it)",
-            key="server.host_key",
-        )
-    public = target.with_name(target.name + ".pub")
-    if not public.exists():
-        key = asyncssh.read_private_key(target)
-        public.write_text(key.export_public_key("openssh").decode())
-    return target
-
-
-def _create_host_key(target: Path) -> None:
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ed25519
-
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    private = ed25519.Ed25519PrivateKey.generate()
-    pem = private.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
-    )
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(temporary, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another start won the race: its key stays
-            os.link(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
-
-
 # ---------------------------------------------------------------- nxauth serve's handler
 
 
@@ -776,87 +570,3 @@ async def _pump(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -
             await sink.drain()
         except (OSError, asyncssh.Error):
             return  # the client is gone; the command is killed when the channel closes
-
-
-# ---------------------------------------------------------------- a client (the demo's, when ssh is missing)
-
-
-@final
-class ClientChannel:
-    """The client's end of the exchange over asyncssh's client: the same
-    shape as an ``ssh`` subprocess (lines in, lines out, an exit status)."""
-
-    def __init__(self, conn: asyncssh.SSHClientConnection, process: asyncssh.SSHClientProcess[bytes]) -> None:
-        self._conn = conn
-        self._process = process
-
-    async def readline(self) -> bytes:
-        """One line with its LF (``b""`` at the end of the output)."""
-        try:
-            return await self._process.stdout.readline()
-        except (OSError, asyncssh.Error):
-            return b""
-
-    async def write(self, data: bytes) -> None:
-        self._process.stdin.write(data)
-        await self._process.stdin.drain()
-
-    def close_input(self) -> None:
-        with contextlib.suppress(OSError, asyncssh.Error):
-            self._process.stdin.write_eof()
-
-    async def wait(self) -> int:
-        """The exit status (255 when the connection ended without one)."""
-        try:
-            await self._process.wait_closed()
-        finally:
-            self._conn.close()
-            await self._conn.wait_closed()
-        status = self._process.exit_status
-        return 255 if status is None or status < 0 else status
-
-
-async def connect_client(
-    host: str,
-    port: int,
-    *,
-    client_key: str | os.PathLike[str],
-    host_key: str | None,
-    account: str = "nx",
-    timeout: float = 30.0,
-) -> ClientChannel:
-    """Connect as ``account`` with the private key file ``client_key`` and
-    open a session channel.  ``host_key`` is the server's public key line
-    (``None``: not checked, for tests only).  Raises :class:`PermissionError`
-    when the server refused the key, :class:`ConnectionError` when it could
-    not be reached."""
-    known: Any = None
-    if host_key is not None:
-        known = ([asyncssh.import_public_key(host_key)], [], [])
-    try:
-        conn = await asyncssh.connect(
-            host,
-            port,
-            username=account,
-            client_keys=[os.fspath(client_key)],
-            known_hosts=known,
-            agent_path=None,
-            config=None,
-            password=None,
-            kbdint_auth=False,
-            password_auth=False,
-            gss_auth=False,
-            gss_kex=False,
-            agent_forwarding=False,
-            connect_timeout=timeout,
-        )
-    except asyncssh.PermissionDenied:
-        raise PermissionError(f"{account}@{host}: Permission denied (publickey)") from None
-    except (OSError, asyncssh.Error) as exc:
-        raise ConnectionError(f"{host} port {port}: {exc}") from None
-    try:
-        process = await conn.create_process(encoding=None)
-    except (OSError, asyncssh.Error) as exc:
-        conn.close()
-        raise ConnectionError(f"{host} port {port}: {exc}") from None
-    return ClientChannel(conn, process)
