@@ -826,3 +826,55 @@ def test_the_core_does_not_import_asyncssh() -> None:
     env = {**os.environ, "PYTHONPATH": ""}
     result = subprocess.run([os.sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
     assert result.returncode == 0, result.stderr
+
+
+def test_verify_required_security_key_is_refused_fail_closed(tmp_path: Path) -> None:
+    """asyncssh does not hand over a security key's signature flags, so the
+    embedded server cannot enforce ``verify-required``: it refuses such a key
+    (audited) instead of accepting it without user verification."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    from nxauth.integrations.asyncssh import NxauthServer, _Connection
+    from nxauth.testing import RecordingSink
+
+    def s(data: bytes | str) -> bytes:
+        raw = data.encode() if isinstance(data, str) else data
+        return len(raw).to_bytes(4, "big") + raw
+
+    raw = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    )
+    blob = s("sk-ssh-ed25519@openssh.com") + s(raw) + s("ssh:")
+    line = f"sk-ssh-ed25519@openssh.com {base64.b64encode(blob).decode()}"
+    sink = RecordingSink()
+    results = {}
+    for options in ("verify-required ", ""):
+        keys = tmp_path / f"keys{len(options)}"
+        keys.write_text(options + line + "\n")
+        keys.chmod(0o600)
+        auth = nxauth.Authenticator.from_mapping(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "transport": {"key_sources": ["file"]},
+                "backends": {"file": {"kind": "authorized_keys", "path": str(keys)}},
+            },
+            plugins=[sink],
+        )
+        session = auth.open_session(("127.0.0.1", 5000))
+
+        async def decide(auth: nxauth.Authenticator = auth, session: nxauth.Session = session) -> bool:
+            server = NxauthServer(auth, lambda identity, process: None, 10.0)  # type: ignore[arg-type,return-value]
+            return _Connection(server)._decide(session, "nx", blob)
+
+        results[options] = asyncio.run(decide())
+        assert session.transport is None  # a dry run grants nothing either way
+        auth.close()
+    assert results == {"verify-required ": False, "": True}
+    refused = [e for e in sink.events if e.outcome == "failed"]
+    assert [e.reason for e in refused] == [nxauth.Reason.KEY_TYPE_REFUSED]
+    assert "verify-required" in refused[0].detail

@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 import asyncssh
 
 from ..errors import AuthenticationFailed, KeyFormatError, UsageError
-from ..model import Identity, Reason
+from ..model import AuthEvent, Identity, Reason, TransportGrant
 from ..session import SessionState
 from ._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
 from .hostkey import ensure_host_key
@@ -235,10 +235,30 @@ class _Connection(asyncssh.SSHServer):
                 now=self._auth.clock(),
             )
             if decision.grant is not None:
+                if _needs_verification(decision.grant):
+                    self._auth.emit(
+                        AuthEvent(
+                            stage=1,
+                            outcome="failed",
+                            reason=Reason.KEY_TYPE_REFUSED,
+                            method="publickey",
+                            username=username[:100],
+                            peer=session.peer,
+                            session_id=session.id,
+                            backend=decision.backend,
+                            fingerprint=key.fingerprint,
+                            detail=_NO_VERIFICATION,
+                            time=self._auth.clock(),
+                        )
+                    )
+                    return False
                 return True
         try:
-            session.check_transport_key(username, blob)
+            grant = session.check_transport_key(username, blob)
         except AuthenticationFailed:
+            return False
+        if _needs_verification(grant):  # granted only now (a key source changed its mind): still fail closed
+            session.abort(Reason.KEY_TYPE_REFUSED, _NO_VERIFICATION)
             return False
         return True  # the key sources changed their mind in between: the session's grant stands
 
@@ -424,6 +444,16 @@ class NxauthServer:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
         await self.wait_closed()
+
+
+_NO_VERIFICATION = "verify-required: the embedded server cannot see a security key's user-verification flag"
+
+
+def _needs_verification(grant: TransportGrant) -> bool:
+    """``verify-required`` on the entry: asyncssh checks a security key's
+    touch but does not hand over the signature's flags, so user verification
+    (a PIN) cannot be enforced here; such a key is refused (fail closed)."""
+    return bool(grant.options.get("verify-required"))
 
 
 async def start_server(
