@@ -289,6 +289,7 @@ def test_terminal_prompts_do_not_echo_the_password(deployment: Deployment) -> No
             os.close(fd)
         os.waitpid(pid, 0)
     text = output.decode(errors="replace")
+    assert "PTY allocation request failed" not in text, text
     assert "alice" in text.split("Password:")[0]  # the username is echoed
     assert PASSWORD not in text  # the password is not
     assert "NX>" not in text

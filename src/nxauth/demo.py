@@ -222,7 +222,7 @@ async def _demo(out: TextIO, state: Path, ssh: str | None) -> bool:
         write(f"nxauth demo: embedded defaults in {state}\n")
         transport_path = state / "transport_ed25519"
         public = parse_public_key(_keypair(transport_path, "nxauth-demo-transport"))
-        options = KeyOptions(restrict=True, command=config.transport.forced_command)
+        options = KeyOptions(restrict=True, pty=True, command=config.transport.forced_command)
         KeyStore(auth.store).add(account, AuthorizedKey(public, options))
         write(f"  transport key  {transport_path} ({public.describe()}), registered for account {account}\n")
         stranger_path = state / "stranger_ed25519"

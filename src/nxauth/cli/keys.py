@@ -145,7 +145,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         _write_private(out, pem, force=args.force)
         pub_path = out.with_name(out.name + ".pub")
         pub_path.write_text(public.to_openssh() + "\n")
-        entry = AuthorizedKey(public, KeyOptions(restrict=True, command=transport.forced_command))
+        entry = AuthorizedKey(public, KeyOptions(restrict=True, pty=True, command=transport.forced_command))
         keystore = _keystore(auth)
         stored = keystore.add(transport.account, entry)
         expired = 0

@@ -240,8 +240,8 @@ class TerminalDialogue:
 
     def ask(self, code: Code, prompt: str, *, echo: bool, deadline: float | None) -> str:
         shown = self.PROMPTS.get(code) or (prompt.rstrip() + " ")
-        self._write(shown)
         if echo:
+            self._write(shown)
             return _decode(self.reader.readline(deadline))
         import termios
 
@@ -251,14 +251,18 @@ class TerminalDialogue:
         except termios.error:
             saved = None
         if saved is not None:
+            # echo off before the prompt is shown, and without flushing: a
+            # client that types as soon as it sees the prompt is neither
+            # echoed nor lost
             quiet = list(saved)
             quiet[3] &= ~(termios.ECHO | termios.ECHONL)
-            termios.tcsetattr(fd, termios.TCSAFLUSH, quiet)
+            termios.tcsetattr(fd, termios.TCSANOW, quiet)
         try:
+            self._write(shown)
             return _decode(self.reader.readline(deadline))
         finally:
             if saved is not None:
-                termios.tcsetattr(fd, termios.TCSAFLUSH, saved)
+                termios.tcsetattr(fd, termios.TCSADRAIN, saved)
             self._write("\r\n")
 
     def tell(self, code: Code, text: str) -> None:
