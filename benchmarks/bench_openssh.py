@@ -39,7 +39,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from servers.sshd import Sshd, running_sshd, skip_reason
+from servers.sshd import Sshd, account_cannot_run, running_sshd, skip_reason
 
 PASSWORD = "bench password 1"
 TARGET_RATIO = 1.25
@@ -66,14 +66,7 @@ def random_key_lines(count: int, options: str = "") -> list[str]:
 
 
 def ssh(sshd: Sshd, key: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [
-            "ssh", "-F", "/dev/null", "-i", str(key), "-p", str(sshd.port), "-T",
-            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR", f"{sshd.account}@127.0.0.1",
-        ],
-        input=stdin, capture_output=True, text=True, check=False, timeout=60,
-    )  # fmt: skip
+    result = sshd.ssh(key, options=("-T",), input=stdin, timeout=60)
     if result.returncode != 0:
         raise RuntimeError(f"login failed ({result.returncode}): {result.stderr}{sshd.log.read_text()[-2000:]}")
     return result
@@ -178,14 +171,9 @@ def main() -> int:
         for name, (extra, stdin) in setups.items():
             with running_sshd(extra, account=account) as sshd:
                 subprocess.run(["chown", "-R", account, str(state)], check=True)
-                probe = subprocess.run(
-                    ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups", str(program), "--version"],
-                    capture_output=True,
-                    text=True,
-                    check=False,
-                )
-                if probe.returncode != 0:
-                    print(f"skipped: the transport account cannot run nxauth: {probe.stderr.strip()}")
+                cannot = account_cannot_run(account, program)
+                if cannot is not None:
+                    print(f"skipped: the transport account cannot run nxauth: {cannot}")
                     return 0
                 results[name] = median_ms(lambda sshd=sshd, stdin=stdin: ssh(sshd, keys / "id", stdin), args.runs)
                 print(f"  {name:<70} {results[name]:8.1f} ms", flush=True)

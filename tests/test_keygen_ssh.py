@@ -5,7 +5,6 @@ them (issue 3's interop check; the full two-stage SSH deployment is issue 7)."""
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -61,14 +60,10 @@ def test_restrict_refuses_remote_port_forwarding(tmp_path: Path, capsys: pytest.
     exported = capsys.readouterr().out
     with running_sshd("AuthorizedKeysFile {work}/authorized_keys\n", account=account) as sshd:
         (sshd.work / "authorized_keys").write_text(exported)
-        ssh = subprocess.run(
-            [
-                "ssh", "-F", "/dev/null", "-i", str(key), "-p", str(sshd.port), "-o", "BatchMode=yes",
-                "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-                "-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{free_port()}:127.0.0.1:{sshd.port}",
-                f"{account}@127.0.0.1", "true",
-            ],
-            capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, check=False,
-        )  # fmt: skip
+        ssh = sshd.ssh(
+            key,
+            "true",
+            options=("-o", "ExitOnForwardFailure=yes", "-R", f"127.0.0.1:{free_port()}:127.0.0.1:{sshd.port}"),
+        )
         assert ssh.returncode == 255
         assert "remote port forwarding failed" in ssh.stderr

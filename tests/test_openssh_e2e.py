@@ -25,7 +25,7 @@ from typing import Any
 import pytest
 
 from nxauth.cli import EXIT_OK, main
-from servers.sshd import Sshd, free_port, running_sshd, skip_reason
+from servers.sshd import Sshd, account_cannot_run, free_port, running_sshd, skip_reason
 
 reason = skip_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
@@ -44,28 +44,16 @@ class Deployment:
 
     def ssh(
         self,
-        *args: str,
+        *options: str,
         key: Path | None = None,
         stdin: str = "",
         tty: bool = False,
         timeout: float = 30,
         command: tuple[str, ...] = (),
     ) -> subprocess.CompletedProcess[str]:
-        ssh = shutil.which("ssh")
-        assert ssh is not None
-        return subprocess.run(
-            [
-                ssh, "-F", "/dev/null", "-i", str(key or self.key), "-p", str(self.sshd.port),
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                *(["-tt"] if tty else ["-T"]), *args, f"{self.sshd.account}@127.0.0.1", *command,
-            ],
-            input=stdin,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )  # fmt: skip
+        return self.sshd.ssh(
+            key or self.key, *command, options=("-tt" if tty else "-T", *options), input=stdin, timeout=timeout
+        )
 
     def events(self) -> list[dict[str, Any]]:
         if not self.audit.exists():
@@ -125,15 +113,10 @@ def deployment() -> Iterator[Deployment]:
         assert f"AuthorizedKeysCommand {program} --config {config} authorized-keys %u %t %k" in block
         with running_sshd(block, account=account) as sshd:
             subprocess.run(["chown", "-R", account, str(state)], check=True)
-            usable = subprocess.run(
-                ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups", str(program), "--version"],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if usable.returncode != 0:
+            cannot = account_cannot_run(account, program)
+            if cannot is not None:
                 pytest.skip(
-                    f"the transport account cannot run this nxauth ({usable.stderr.strip()[:200]}): the interpreter "
+                    f"the transport account cannot run this nxauth ({cannot}): the interpreter "
                     "is private (pyenv under /root?); scripts/test-all builds .venv from Debian's /usr/bin/python3"
                 )
             yield Deployment(sshd, base, config, keys / "id_transport", keys / "id_other_server", audit)
@@ -242,22 +225,13 @@ def test_port_forwarding_is_refused(deployment: Deployment) -> None:
 
 
 def test_terminal_prompts_do_not_echo_the_password(deployment: Deployment) -> None:
-    ssh = shutil.which("ssh")
-    assert ssh is not None
     import pty
     import select
 
+    argv = deployment.sshd.ssh_argv(deployment.key, options=("-tt",))
     pid, fd = pty.fork()
     if pid == 0:  # pragma: no cover - the child becomes ssh
-        os.execv(
-            ssh,
-            [
-                ssh, "-F", "/dev/null", "-i", str(deployment.key), "-p", str(deployment.sshd.port), "-tt",
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                f"{deployment.sshd.account}@127.0.0.1",
-            ],
-        )  # fmt: skip
+        os.execv(argv[0], argv)
     output = b""
 
     def read_until(marker: bytes, timeout: float = 20) -> None:

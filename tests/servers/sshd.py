@@ -17,7 +17,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -47,23 +47,48 @@ class Sshd:
     account: str
     log: Path
 
-    def ssh(self, key: Path, *command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        """Run the real ssh client against this server as the account."""
+    def ssh_argv(self, key: Path, *command: str, options: Sequence[str] = ()) -> list[str]:
+        """The real ssh client's command line against this server as the
+        account; ``options`` go before the destination, ``command`` after."""
         ssh = shutil.which("ssh")
         assert ssh is not None
+        return [
+            ssh, "-F", "/dev/null", "-i", str(key), "-p", str(self.port),
+            "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
+            *options, f"{self.account}@127.0.0.1", *command,
+        ]  # fmt: skip
+
+    def ssh(
+        self,
+        key: Path,
+        *command: str,
+        options: Sequence[str] = (),
+        input: str | None = None,
+        timeout: float = 30,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run the real ssh client against this server as the account."""
         return subprocess.run(
-            [
-                ssh, "-F", "/dev/null", "-i", str(key), "-p", str(self.port),
-                "-o", "BatchMode=yes", "-o", "IdentitiesOnly=yes", "-o", "StrictHostKeyChecking=no",
-                "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-                f"{self.account}@127.0.0.1", *command,
-            ],
+            self.ssh_argv(key, *command, options=options),
             capture_output=True,
             text=True,
             timeout=timeout,
-            stdin=subprocess.DEVNULL,
+            input=input,
+            stdin=subprocess.DEVNULL if input is None else None,
             check=False,
-        )  # fmt: skip
+        )
+
+
+def account_cannot_run(account: str, program: Path) -> str | None:
+    """Why ``account`` cannot run ``program --version`` (an interpreter kept
+    where the account cannot reach, such as pyenv under /root), or None."""
+    probe = subprocess.run(
+        ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups", str(program), "--version"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return None if probe.returncode == 0 else probe.stderr.strip()[:200] or f"exit {probe.returncode}"
 
 
 @contextlib.contextmanager
