@@ -28,6 +28,17 @@ def register(subparsers: Any) -> None:
     )
     keys.set_defaults(handler=cmd_authorized_keys, service=True)
 
+    daemon = subparsers.add_parser(
+        "authorized-keys-daemon",
+        help="answer sshd's AuthorizedKeysCommand from a resident process (see sshd-config --daemon)",
+        description=cmd_authorized_keys_daemon.__doc__,
+    )
+    daemon.add_argument("--socket", metavar="PATH", help="the UNIX socket (default: STATE_DIR/authorized-keys.sock)")
+    daemon.add_argument(
+        "--max-connections", type=int, default=32, metavar="N", help="requests answered at once (default: 32)"
+    )
+    daemon.set_defaults(handler=cmd_authorized_keys_daemon)
+
     login = subparsers.add_parser(
         "login",
         help="the forced command: stage 2 over the SSH channel, then the session command",
@@ -48,6 +59,15 @@ def register(subparsers: Any) -> None:
         "--command-user",
         help="AuthorizedKeysCommandUser (default: the transport account, which must be able to read the state)",
     )
+    conf.add_argument(
+        "--daemon",
+        action="store_true",
+        help="ask nxauth authorized-keys-daemon through its small client (the fast way; see docs/deploy-openssh.md)",
+    )
+    conf.add_argument("--socket", metavar="PATH", help="with --daemon: the daemon's socket (default: in the state dir)")
+    conf.add_argument(
+        "--python", metavar="PATH", help="with --daemon: the interpreter that runs the client (default: this one)"
+    )
     conf.set_defaults(handler=cmd_sshd_config)
 
 
@@ -60,6 +80,41 @@ def cmd_authorized_keys(args: argparse.Namespace) -> int:
 
     argv = [args.user, args.key_type, args.key] + ([args.connection] if args.connection else [])
     return run_authorized_keys(args.config, argv, write=sys.stdout.write, debug=args.debug)
+
+
+def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
+    """Answer sshd's AuthorizedKeysCommand from a resident process: the
+    same decision and audit as ``nxauth authorized-keys``, without starting
+    Python on every login.  Listens on a UNIX socket (0600) that
+    ``nxauth sshd-config --daemon`` points sshd's command at; run it as the
+    AuthorizedKeysCommandUser.  Rebuilds when the configuration file
+    changes or on SIGHUP; stops on SIGTERM or SIGINT."""
+    import logging
+    import signal
+
+    from ..config import default_config_path
+    from ..integrations.keyd import AuthorizedKeysDaemon, KeyAnswerer, default_socket_path
+
+    if args.max_connections < 1:
+        raise CommandError("--max-connections must be at least 1", 2)
+    if not args.debug:
+        logging.getLogger("nxauth").setLevel(logging.INFO)
+    path = args.config if args.config is not None else default_config_path()
+    answerer = KeyAnswerer(path)
+    try:
+        auth = answerer.authenticator
+        assert auth is not None  # the first build raises instead
+        if args.socket is None:
+            auth.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        socket_path = args.socket or default_socket_path(auth.config.state_dir)
+        daemon = AuthorizedKeysDaemon(answerer, socket_path, max_connections=args.max_connections)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(number, lambda *_: daemon.shutdown())
+        signal.signal(signal.SIGHUP, lambda *_: answerer.reload())
+        daemon.serve_forever()
+    finally:
+        answerer.close()
+    return EXIT_OK
 
 
 def cmd_login(args: argparse.Namespace) -> int:
@@ -83,15 +138,33 @@ def cmd_sshd_config(args: argparse.Namespace) -> int:
     from ``nxauth authorized-keys``, ``nxauth login`` forced, forwarding off,
     ``ExposeAuthInfo yes``."""
     from ..config import Config, default_config_path, load_config
-    from ..integrations.openssh import sshd_config_block
+    from ..integrations.keyd import default_socket_path
+    from ..integrations.openssh import daemon_key_command, sshd_config_block
 
     path = args.config if args.config is not None else default_config_path()
     config = load_config(path) if path is not None else Config()
     program = args.program or shutil.which("nxauth") or os.path.abspath(sys.argv[0])
     if not os.path.isabs(program):
         raise CommandError(f"--program must be an absolute path, not {program!r}", 2)
+    if (args.socket or args.python) and not args.daemon:
+        raise CommandError("--socket and --python go with --daemon", 2)
+    key_command = None
+    if args.daemon:
+        python = args.python or sys.executable
+        if not os.path.isabs(python):
+            raise CommandError(f"--python must be an absolute path, not {python!r}", 2)
+        socket_path = os.path.abspath(args.socket) if args.socket else str(default_socket_path(config.state_dir))
+        key_command = daemon_key_command(
+            python=python, socket_path=socket_path, config_path=str(path) if path else None
+        )
     user = args.command_user or config.transport.account
     sys.stdout.write(
-        sshd_config_block(config, program=program, config_path=str(path) if path else None, command_user=user)
+        sshd_config_block(
+            config,
+            program=program,
+            config_path=str(path) if path else None,
+            command_user=user,
+            key_command=key_command,
+        )
     )
     return EXIT_OK

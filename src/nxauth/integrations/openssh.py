@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "LEAN_KINDS",
     "authorized_keys_line",
+    "daemon_key_command",
     "lean_sinks",
     "lean_sources",
     "peer_from_connection",
@@ -202,6 +203,13 @@ def run_authorized_keys(
     path = config_path if config_path is not None else default_config_path()
     config = load_config(path) if path is not None else Config()
     configure_service_logging(config, debug=debug)
+    unreachable = os.environ.get("NXAUTH_KEYD_UNREACHABLE")  # set by keyd_client when it falls back
+    if unreachable:
+        import logging
+
+        logging.getLogger("nxauth.keyd").warning(
+            "authorized-keys daemon did not answer (%s); deciding in-process", unreachable[:500]
+        )
 
     opened: list[Store] = []
 
@@ -376,11 +384,16 @@ def sshd_config_block(
     program: str,
     config_path: str | None,
     command_user: str = "nobody",
+    key_command: str | None = None,
 ) -> str:
     """The ``Match User`` block for sshd_config that makes the transport
-    account an nxauth-only account."""
+    account an nxauth-only account.  ``key_command``: the
+    ``AuthorizedKeysCommand`` (default: ``program authorized-keys``; see
+    :func:`daemon_key_command`)."""
     account = config.transport.account
     prefix = f"{program} --config {_quote(str(Path(config_path).resolve()))}" if config_path else program
+    if key_command is None:
+        key_command = f"{prefix} authorized-keys %u %t %k"
     lines = [
         f"# nxauth: the transport account {account!r} can only reach the nxauth login exchange.",
         "# Paste at the END of /etc/ssh/sshd_config (a Match block runs to the end of the file),",
@@ -393,7 +406,7 @@ def sshd_config_block(
         "    HostbasedAuthentication no",
         "    GSSAPIAuthentication no",
         "    AuthorizedKeysFile none",
-        f"    AuthorizedKeysCommand {prefix} authorized-keys %u %t %k",
+        f"    AuthorizedKeysCommand {key_command}",
         f"    AuthorizedKeysCommandUser {command_user}",
         f"    ForceCommand {prefix} login",
         "    ExposeAuthInfo yes",
@@ -405,6 +418,20 @@ def sshd_config_block(
         "    MaxSessions 1",
     ]
     return "\n".join(lines) + "\n"
+
+
+def daemon_key_command(*, python: str, socket_path: str, config_path: str | None) -> str:
+    """The ``AuthorizedKeysCommand`` that asks ``nxauth authorized-keys-daemon``:
+    :mod:`~nxauth.integrations.keyd_client` run by ``python -I -S`` (no
+    ``site``: the start-up is the cost of every login), falling back to
+    ``nxauth authorized-keys`` in-process when the daemon does not answer."""
+    from . import keyd_client
+
+    client = str(Path(keyd_client.__file__).resolve())
+    parts = [_quote(python), "-I", "-S", _quote(client), "--socket", _quote(socket_path)]
+    if config_path:
+        parts += ["--config", _quote(str(Path(config_path).resolve()))]
+    return " ".join([*parts, "%u", "%t", "%k"])
 
 
 def _quote(text: str) -> str:

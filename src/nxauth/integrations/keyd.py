@@ -1,0 +1,427 @@
+"""``nxauth authorized-keys-daemon``: stage 1 for sshd, answered by a resident process.
+
+sshd runs its ``AuthorizedKeysCommand`` twice per login.  A Python command
+that builds nxauth from scratch each time costs about 100 ms a run on a small
+machine, most of it interpreter start-up and imports; sshd's own scan of a
+one-line ``authorized_keys`` costs nothing.  So, as ``sss_ssh_authorizedkeys``
+asks sssd, the command can be a tiny client
+(:mod:`nxauth.integrations.keyd_client`, run as ``python -I -S``) that asks
+this daemon over a UNIX socket.
+
+The daemon holds one :class:`~nxauth.Authenticator` (plugins and audit sinks
+included) and answers each request with :func:`~nxauth.integrations.openssh.authorized_keys_line`,
+the function ``nxauth authorized-keys`` runs in-process: one key policy,
+one audit trail.
+
+* The configuration file is checked on every request (one ``stat``) and the
+  authenticator rebuilt when it changed; a configuration that no longer
+  loads answers "configuration error" (sshd then refuses the key) until it
+  is fixed.  ``SIGHUP`` rebuilds at once.  Keys are read from their sources
+  on every request, so ``nxauth keys remove`` takes effect immediately.
+* The socket is created 0600 (umask) in a directory that neither group nor
+  others can write; a peer whose uid is neither the daemon's nor root's is
+  refused (``SO_PEERCRED``), and the client likewise trusts only a daemon
+  running as itself or root.  Run it as the ``AuthorizedKeysCommandUser``.
+* Requests and replies are bounded in size and time; every connection gets
+  its own thread, at most ``max_connections`` at once.
+* ``SIGTERM``/``SIGINT`` stop it and remove the socket.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import selectors
+import socket
+import stat
+import struct
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Final
+
+from ..errors import ConfigError, NxauthError, PluginError, StoreError
+from .keyd_client import (
+    MAGIC,
+    MAX_REQUEST,
+    STATUS_CONFIG,
+    STATUS_ERROR,
+    STATUS_OK,
+    STATUS_OTHER_CONFIG,
+    STATUS_STORE,
+)
+
+if TYPE_CHECKING:
+    from ..authenticator import Authenticator
+
+__all__ = [
+    "DEFAULT_SOCKET_NAME",
+    "AuthorizedKeysDaemon",
+    "KeyAnswerer",
+    "RequestError",
+    "decode_request",
+    "default_socket_path",
+    "encode_reply",
+]
+
+log = logging.getLogger("nxauth.keyd")
+
+#: The socket's file name in the state directory.
+DEFAULT_SOCKET_NAME: Final = "authorized-keys.sock"
+#: A UNIX socket path must fit ``sun_path`` (108 bytes on Linux, NUL included).
+MAX_SOCKET_PATH: Final = 107
+_PEERCRED: Final = struct.Struct("3i")
+
+
+class RequestError(ValueError):
+    """A request that is not a well-formed one."""
+
+
+def default_socket_path(state_dir: Path) -> Path:
+    return state_dir / DEFAULT_SOCKET_NAME
+
+
+def decode_request(data: bytes) -> tuple[str | None, str, str, str, str | None]:
+    """``(config, user, key_type, key, connection)`` of a request (see
+    :mod:`~nxauth.integrations.keyd_client`); strings decoded as ``sys.argv``
+    is (UTF-8, surrogate escapes), empty optional fields as ``None``."""
+    head, newline, rest = data.partition(b"\n")
+    if head != MAGIC or not newline:
+        raise RequestError("not an NXAK1 request")
+    fields = rest.split(b"\0")
+    if len(fields) != 5:
+        raise RequestError(f"{len(fields)} fields, expected 5")
+    config, user, key_type, key, connection = (os.fsdecode(item) for item in fields)
+    if not user or not key_type or not key:
+        raise RequestError("empty user, key type or key")
+    return config or None, user, key_type, key, connection or None
+
+
+def encode_reply(status: int, body: str = "") -> bytes:
+    data = body.encode("utf-8", "surrogateescape")
+    return MAGIC + f" {status} {len(data)}\n".encode("ascii") + data
+
+
+def _stamp(path: Path) -> tuple[int, ...]:
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _status_of(exc: BaseException) -> int:
+    if isinstance(exc, ConfigError | PluginError):
+        return STATUS_CONFIG
+    if isinstance(exc, StoreError):
+        return STATUS_STORE
+    return STATUS_ERROR
+
+
+class _Generation:
+    """One built configuration (or the error that building it raised), with
+    the number of requests using it: a retired one is closed by its last user."""
+
+    def __init__(self, stamp: tuple[int, ...] | None, auth: Authenticator | None, status: int = STATUS_OK) -> None:
+        self.stamp = stamp
+        self.auth = auth
+        self.status = status
+        self.users = 0
+        self.retired = False
+
+
+class KeyAnswerer:
+    """Answers ``authorized-keys`` requests for one configuration file,
+    rebuilding the authenticator when the file changes.
+
+    ``build(path)`` makes the authenticator (default:
+    :meth:`Authenticator.from_file <nxauth.Authenticator.from_file>`, or
+    the embedded default when ``config_path`` is ``None``).  The first build
+    raises on error, so that a daemon never starts on a broken
+    configuration; later ones turn the error into a status."""
+
+    def __init__(
+        self,
+        config_path: str | os.PathLike[str] | None,
+        *,
+        build: Callable[[Path | None], Authenticator] | None = None,
+    ) -> None:
+        self.config_path = Path(config_path).absolute() if config_path is not None else None
+        self._real = os.path.realpath(self.config_path) if self.config_path is not None else None
+        self._build_auth = build or _default_build
+        self._lock = threading.Lock()
+        stamp = _stamp(self.config_path) if self.config_path is not None else None
+        self._current = _Generation(stamp, self._build_auth(self.config_path))
+        self._force = False
+
+    @property
+    def authenticator(self) -> Authenticator | None:
+        """The authenticator answering now (``None`` while the configuration is broken)."""
+        return self._current.auth
+
+    def reload(self) -> None:
+        """Rebuild on the next request even if the file looks unchanged (``SIGHUP``)."""
+        self._force = True
+
+    def _acquire(self) -> _Generation:
+        with self._lock:
+            current = self._current
+            if self.config_path is not None:
+                try:
+                    stamp: tuple[int, ...] | None = _stamp(self.config_path)
+                except OSError as exc:
+                    stamp = None
+                    if current.stamp is not None or current.status == STATUS_OK:
+                        log.error("configuration %s: %s", self.config_path, exc.strerror or exc)
+                if stamp is None:
+                    if current.stamp is not None or current.auth is not None:
+                        current = self._swap(_Generation(None, None, STATUS_CONFIG))
+                elif stamp != current.stamp or self._force:
+                    self._force = False
+                    current = self._swap(self._rebuild(stamp))
+            current.users += 1
+            return current
+
+    def _rebuild(self, stamp: tuple[int, ...]) -> _Generation:
+        try:
+            auth = self._build_auth(self.config_path)
+        except Exception as exc:  # noqa: BLE001 - any failure is a status, never a crash
+            log.error("configuration %s no longer loads, refusing every key: %s", self.config_path, exc)
+            return _Generation(stamp, None, _status_of(exc))
+        log.info("configuration %s reloaded", self.config_path)
+        return _Generation(stamp, auth)
+
+    def _swap(self, new: _Generation) -> _Generation:
+        old, self._current = self._current, new
+        old.retired = True
+        if old.users == 0:
+            _close(old)
+        return new
+
+    def _release(self, generation: _Generation) -> None:
+        with self._lock:
+            generation.users -= 1
+            if generation.retired and generation.users == 0:
+                _close(generation)
+
+    def answer(
+        self, config: str | None, user: str, key_type: str, key: str, connection: str | None = None
+    ) -> tuple[int, str]:
+        """``(status, text)``: status 0 with the authorized_keys line (or
+        ``""``), an error status, or :data:`STATUS_OTHER_CONFIG` when the
+        client was given another configuration file than this one."""
+        if config is not None and os.path.realpath(config) != self._real:
+            return STATUS_OTHER_CONFIG, ""
+        from .openssh import authorized_keys_line, peer_from_connection
+
+        generation = self._acquire()
+        try:
+            auth = generation.auth
+            if auth is None:
+                return generation.status, ""
+            line = authorized_keys_line(
+                auth.config, auth.backends, auth.emit, user, f"{key_type} {key}", peer=peer_from_connection(connection)
+            )
+        except NxauthError as exc:
+            log.error("authorized-keys for %r: %s", user[:100], exc)
+            return _status_of(exc), ""
+        except Exception:  # a bug answers "error" (sshd refuses), the daemon lives on
+            log.exception("authorized-keys for %r failed", user[:100])
+            return STATUS_ERROR, ""
+        finally:
+            self._release(generation)
+        return STATUS_OK, line + "\n" if line is not None else ""
+
+    def close(self) -> None:
+        with self._lock:
+            self._current.retired = True
+            if self._current.users == 0:
+                _close(self._current)
+
+
+def _default_build(path: Path | None) -> Authenticator:
+    from ..authenticator import Authenticator
+    from ..config import Config
+
+    return Authenticator.from_file(path) if path is not None else Authenticator(Config())
+
+
+def _close(generation: _Generation) -> None:
+    if generation.auth is not None:
+        try:
+            generation.auth.close()
+        except Exception as exc:  # noqa: BLE001
+            log.warning("closing the previous configuration failed: %s", exc)
+        generation.auth = None
+
+
+class AuthorizedKeysDaemon:
+    """The socket side: accepts connections on ``socket_path`` and answers
+    each with ``answerer``.  :meth:`serve_forever` until :meth:`shutdown`."""
+
+    def __init__(
+        self,
+        answerer: KeyAnswerer,
+        socket_path: str | os.PathLike[str],
+        *,
+        max_connections: int = 32,
+        request_timeout: float = 5.0,
+        allowed_uids: frozenset[int] | None = None,
+    ) -> None:
+        path = Path(socket_path).absolute()
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise ConfigError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes")
+        if max_connections < 1:
+            raise ConfigError("max_connections must be at least 1")
+        if not hasattr(socket, "SO_PEERCRED"):
+            raise ConfigError("the authorized-keys daemon needs SO_PEERCRED (Linux) to check who connects")
+        self.answerer = answerer
+        self.socket_path = path
+        self.request_timeout = request_timeout
+        self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({os.geteuid(), 0})
+        self._slots = threading.BoundedSemaphore(max_connections)
+        self._stop = threading.Event()
+        self._listener = self._bind(path)
+        created = os.lstat(path)
+        self._identity = created.st_ino, created.st_dev
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+        self._finished = False
+        self._threads: set[threading.Thread] = set()
+        self._threads_lock = threading.Lock()
+
+    @staticmethod
+    def _bind(path: Path) -> socket.socket:
+        parent = os.stat(path.parent)
+        if parent.st_mode & 0o022:
+            raise ConfigError(f"{path.parent} is writable by group or others: the socket would not be safe there")
+        if parent.st_uid not in (os.geteuid(), 0):
+            raise ConfigError(f"{path.parent} belongs to uid {parent.st_uid}, not to this user or root")
+        if os.path.lexists(path):
+            if not stat.S_ISSOCK(os.lstat(path).st_mode):
+                raise ConfigError(f"{path} exists and is not a socket")
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.settimeout(1.0)
+                probe.connect(str(path))
+            except (ConnectionRefusedError, FileNotFoundError):
+                os.unlink(path)  # a stale socket of a daemon that died
+            except OSError as exc:
+                raise ConfigError(f"{path}: cannot tell whether another daemon answers there: {exc}") from exc
+            else:
+                raise ConfigError(f"another daemon already answers on {path}")
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            listener.bind(str(path))
+        except OSError:
+            listener.close()
+            raise
+        finally:
+            os.umask(old)
+        listener.listen(128)
+        listener.setblocking(False)
+        return listener
+
+    def serve_forever(self) -> None:
+        """Accept and answer until :meth:`shutdown`; then wait for the
+        connections being answered and remove the socket."""
+        selector = selectors.DefaultSelector()
+        selector.register(self._listener, selectors.EVENT_READ)
+        selector.register(self._wake_r, selectors.EVENT_READ)
+        log.info("answering sshd's AuthorizedKeysCommand on %s", self.socket_path)
+        try:
+            while not self._stop.is_set():
+                for key, _events in selector.select():
+                    if key.fileobj is self._listener and not self._stop.is_set():
+                        self._accept()
+        finally:
+            selector.close()
+            self._finish()
+
+    def _accept(self) -> None:
+        while not self._slots.acquire(timeout=0.2):  # all busy: leave it in the backlog
+            if self._stop.is_set():
+                return
+        try:
+            conn, _ = self._listener.accept()
+        except (BlockingIOError, InterruptedError):
+            self._slots.release()
+            return
+        except OSError as exc:
+            self._slots.release()
+            log.error("accept on %s: %s", self.socket_path, exc)
+            return
+        thread = threading.Thread(target=self._serve_one, args=(conn,), name="nxauth-keyd", daemon=True)
+        with self._threads_lock:
+            self._threads.add(thread)
+        thread.start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                conn.setblocking(True)
+                conn.settimeout(self.request_timeout)
+                pid, uid, _gid = _PEERCRED.unpack(
+                    conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+                )
+                if uid not in self.allowed_uids:
+                    log.warning("refused a connection from uid %d (pid %d): not an allowed user", uid, pid)
+                    return
+                conn.sendall(self.respond(self._read(conn)))
+        except (OSError, TimeoutError) as exc:
+            log.warning("a client connection failed: %s", exc)
+        finally:
+            self._slots.release()
+            with self._threads_lock:
+                self._threads.discard(threading.current_thread())
+
+    @staticmethod
+    def _read(conn: socket.socket) -> bytes | None:
+        """The request, or ``None`` when it is over :data:`MAX_REQUEST`."""
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            chunk = conn.recv(65536)
+            if not chunk:
+                return b"".join(chunks)
+            size += len(chunk)
+            if size > MAX_REQUEST:
+                return None
+            chunks.append(chunk)
+
+    def respond(self, data: bytes | None) -> bytes:
+        """The reply to one request's bytes (``None``: too long)."""
+        if data is None:
+            log.warning("refused a request of more than %d bytes", MAX_REQUEST)
+            return encode_reply(STATUS_ERROR)
+        try:
+            config, user, key_type, key, connection = decode_request(data)
+        except RequestError as exc:
+            log.warning("refused a malformed request: %s", exc)
+            return encode_reply(STATUS_ERROR)
+        status, text = self.answerer.answer(config, user, key_type, key, connection)
+        return encode_reply(status, text)
+
+    def shutdown(self) -> None:
+        """Stop accepting (safe from a signal handler or another thread)."""
+        self._stop.set()
+        if not self._finished:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+
+    def _finish(self) -> None:
+        with self._threads_lock:
+            threads = list(self._threads)
+        for thread in threads:
+            thread.join(self.request_timeout + 1)
+        self._listener.close()
+        with contextlib.suppress(OSError):
+            st = os.lstat(self.socket_path)
+            if (st.st_ino, st.st_dev) == self._identity:  # never remove a successor's socket
+                os.unlink(self.socket_path)
+        self._finished = True
+        for fd in (self._wake_r, self._wake_w):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        log.info("stopped answering on %s", self.socket_path)
