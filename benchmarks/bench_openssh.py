@@ -5,18 +5,23 @@ Measured in one run, medians over ``--runs`` logins, all forced to run
 
 * baseline: sshd with a one-line ``authorized_keys`` file;
 * sshd's own scan of a 100,000-line ``authorized_keys`` file (the key last);
-* sshd with ``nxauth authorized-keys`` over a keystore of 100,000 keys
-  (target: ratio to the baseline <= 1.25);
-* the whole two-stage login: ``nxauth authorized-keys`` + ``nxauth login``
+* sshd with ``nxauth authorized-keys`` (in-process, a fresh Python each
+  time) over a keystore of 100,000 keys;
+* sshd with the ``authorized-keys-daemon`` client (``nxauth sshd-config
+  --daemon``) over the same keystore (target: ratio to the baseline <= 1.25);
+* the whole two-stage login through the daemon: + ``nxauth login``
   (password database, argon2id) + the session command, for reference.
 
-And the cost of one ``nxauth authorized-keys`` run (target <= 40 ms), next
-to a Python helper that only imports cryptography, pluggy and passlib (what
-the issue measured, ~86 ms) and to ``python -c pass``.
+And the cost of one ``AuthorizedKeysCommand`` run (target <= 40 ms), both
+ways, run as the transport account like sshd does: the daemon's client, and
+``nxauth authorized-keys`` in-process; next to a Python helper that only
+imports cryptography, pluggy and passlib (what the issue measured, ~86 ms)
+and to ``python -c pass``.
 
     sudo .venv/bin/python benchmarks/bench_openssh.py [--runs 15] [--keys 100000]
 
-Prints, never asserts.  Needs a virtual environment whose interpreter the
+All the sshd set-ups run at once and are timed in turn, round after round,
+so that the machine's drift hits each alike.  Prints, never asserts.  Needs a virtual environment whose interpreter the
 throwaway transport account can run (``scripts/test-all`` builds .venv from
 Debian's /usr/bin/python3).
 """
@@ -39,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from servers.sshd import Sshd, account_cannot_run, running_sshd, skip_reason
+from servers.sshd import Sshd, account_cannot_run, running_sshd, skip_reason, throwaway_account
 
 PASSWORD = "bench password 1"
 TARGET_RATIO = 1.25
@@ -47,13 +52,22 @@ TARGET_MS = 40.0
 
 
 def median_ms(function: Callable[[], object], runs: int) -> float:
-    function()  # warm the page cache and sshd
-    samples = []
+    return interleaved_medians({"": function}, runs)[""]
+
+
+def interleaved_medians(cases: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
+    """Median milliseconds of each case over ``runs`` rounds; every round
+    times each case once, in turn, so that the machine's drift (a VM's
+    neighbours, the page cache) hits every case alike."""
+    for function in cases.values():
+        function()  # warm the page cache and the servers
+    samples: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(runs):
-        start = time.perf_counter()
-        function()
-        samples.append((time.perf_counter() - start) * 1000)
-    return statistics.median(samples)
+        for name, function in cases.items():
+            start = time.perf_counter()
+            function()
+            samples[name].append((time.perf_counter() - start) * 1000)
+    return {name: statistics.median(values) for name, values in samples.items()}
 
 
 def random_key_lines(count: int, options: str = "") -> list[str]:
@@ -80,6 +94,33 @@ def workdir() -> Iterator[Path]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def key_daemon(program: Path, config: Path, account: str, socket_path: Path) -> Iterator[None]:
+    """``nxauth authorized-keys-daemon`` as the transport account, until the
+    block ends; its log goes to a file next to the socket's directory."""
+    log_path = socket_path.parent.parent / "keyd.log"
+    with open(log_path, "w") as log:
+        process = subprocess.Popen(
+            [*as_account(account), str(program), "--config", str(config), "authorized-keys-daemon"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not socket_path.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the daemon did not start: {log_path.read_text()}")
+            time.sleep(0.02)
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def as_account(account: str) -> list[str]:
+    return ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups"]
 
 
 def nxauth_cli(*argv: str, stdin: str | None = None) -> str:
@@ -154,8 +195,29 @@ def main() -> int:
             path.chmod(0o644)
 
         block = nxauth_cli("--config", str(config), "sshd-config", "--program", str(program))
-        stage1_only = block.replace(f"ForceCommand {program} --config {config} login", "ForceCommand /bin/true")
-        results: dict[str, float] = {}
+        daemon_block = nxauth_cli("--config", str(config), "sshd-config", "--program", str(program), "--daemon")
+        forced = f"ForceCommand {program} --config {config} login"
+        socket_path = state / "authorized-keys.sock"
+        key_type, key_text = public.split()[:2]
+        daemon_command = next(
+            line.split(None, 1)[1] for line in daemon_block.splitlines() if "AuthorizedKeysCommand " in line
+        )
+        client = [
+            *daemon_command.replace("%u", account).replace("%t", key_type).replace("%k", key_text).split()
+        ]  # no spaces in these paths
+        in_process = [str(program), "--config", str(config), "authorized-keys", account, key_type, key_text]
+        runs = max(args.runs, 20)
+
+        def run(command: list[str], expect: str | None = None) -> Callable[[], object]:
+            def once() -> None:
+                result = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+                if expect is not None and expect not in result.stdout:
+                    raise RuntimeError(f"{command[:4]}...: no key line printed: {result.stderr}")
+
+            return once
+
+        in_process_name = f"sshd + nxauth authorized-keys in-process, keystore of {args.keys:,}"
+        daemon_name = f"sshd + authorized-keys-daemon client, keystore of {args.keys:,}"
         setups = {
             "baseline: sshd, 1-line authorized_keys": (
                 f"Match User {account}\n    AuthorizedKeysFile {one}\n    ForceCommand /bin/true\n",
@@ -165,43 +227,52 @@ def main() -> int:
                 f"Match User {account}\n    AuthorizedKeysFile {big}\n    ForceCommand /bin/true\n",
                 "",
             ),
-            f"sshd + nxauth authorized-keys, keystore of {args.keys:,}": (stage1_only, ""),
-            "whole two-stage login (+ nxauth login, argon2id, session command)": (block, f"bench\n{PASSWORD}\n"),
+            in_process_name: (block.replace(forced, "ForceCommand /bin/true"), ""),
+            daemon_name: (daemon_block.replace(forced, "ForceCommand /bin/true"), ""),
+            "whole two-stage login through the daemon (+ nxauth login, argon2id, session command)": (
+                daemon_block,
+                f"bench\n{PASSWORD}\n",
+            ),
         }
-        for name, (extra, stdin) in setups.items():
-            with running_sshd(extra, account=account) as sshd:
-                subprocess.run(["chown", "-R", account, str(state)], check=True)
-                cannot = account_cannot_run(account, program)
-                if cannot is not None:
-                    print(f"skipped: the transport account cannot run nxauth: {cannot}")
-                    return 0
-                results[name] = median_ms(lambda sshd=sshd, stdin=stdin: ssh(sshd, keys / "id", stdin), args.runs)
-                print(f"  {name:<70} {results[name]:8.1f} ms", flush=True)
-
-        key_type, key_text = public.split()[:2]
-        akc = [str(program), "--config", str(config), "authorized-keys", account, key_type, key_text]
-
-        def run(command: list[str]) -> Callable[[], object]:
-            return lambda: subprocess.run(command, env=env, capture_output=True, check=True)
-
-        runs = max(args.runs, 20)
-        one_run = median_ms(run(akc), runs)
-        helper = median_ms(
-            run([sys.executable, "-c", "import cryptography.hazmat.primitives.asymmetric.ed25519, pluggy, passlib"]),
-            runs,
-        )
-        bare = median_ms(run([sys.executable, "-c", "pass"]), runs)
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(throwaway_account(account, base))
+            subprocess.run(["chown", "-R", account, str(state)], check=True)
+            cannot = account_cannot_run(account, program)
+            if cannot is not None:
+                print(f"skipped: the transport account cannot run nxauth: {cannot}")
+                return 0
+            stack.enter_context(key_daemon(program, config, account, socket_path))
+            logins: dict[str, Callable[[], object]] = {}
+            for name, (extra, stdin) in setups.items():
+                sshd = stack.enter_context(running_sshd(extra, account=account, create_account=False))
+                logins[name] = lambda sshd=sshd, stdin=stdin: ssh(sshd, keys / "id", stdin)
+            print(f"timing {len(logins)} sshd set-ups in turn, {args.runs} rounds ...", flush=True)
+            results = interleaved_medians(logins, args.runs)
+            helper = "import cryptography.hazmat.primitives.asymmetric.ed25519, pluggy, passlib"
+            single = interleaved_medians(
+                {
+                    "client": run([*as_account(account), *client], key_text),
+                    "in-process": run([*as_account(account), *in_process], key_text),
+                    "bare": run([*as_account(account), sys.executable, "-c", "pass"]),
+                    "bare -I -S": run([*as_account(account), sys.executable, "-I", "-S", "-c", "pass"]),
+                    "helper": run([*as_account(account), sys.executable, "-c", helper]),
+                },
+                runs,
+            )
 
     baseline = next(iter(results.values()))
     print()
     for name, value in results.items():
-        print(f"{name:<72} {value:8.1f} ms  ratio {value / baseline:5.2f}")
-    nxauth_name = f"sshd + nxauth authorized-keys, keystore of {args.keys:,}"
-    ratio = results[nxauth_name] / baseline
-    print(f"\nnxauth authorized-keys vs one-line file: ratio {ratio:.2f} (target <= {TARGET_RATIO})")
+        print(f"{name:<86} {value:8.1f} ms  ratio {value / baseline:5.2f}")
     print(
-        f"one nxauth authorized-keys run: {one_run:.1f} ms (target <= {TARGET_MS:.0f} ms); "
-        f"python -c pass {bare:.1f} ms; a helper importing cryptography+pluggy+passlib {helper:.1f} ms"
+        f"\nauthorized-keys-daemon vs one-line file: ratio {results[daemon_name] / baseline:.2f} "
+        f"(target <= {TARGET_RATIO}); in-process nxauth authorized-keys: {results[in_process_name] / baseline:.2f}"
+    )
+    print(
+        f"one AuthorizedKeysCommand run as the account: daemon client {single['client']:.1f} ms "
+        f"(target <= {TARGET_MS:.0f} ms); in-process nxauth authorized-keys {single['in-process']:.1f} ms; "
+        f"python -c pass {single['bare']:.1f} ms, with -I -S {single['bare -I -S']:.1f} ms; "
+        f"a helper importing cryptography+pluggy+passlib {single['helper']:.1f} ms"
     )
     return 0
 

@@ -31,7 +31,7 @@ from nxauth.integrations import keyd, keyd_client, openssh
 from nxauth.integrations.keyd import AuthorizedKeysDaemon, KeyAnswerer, RequestError, decode_request, encode_reply
 from nxauth.integrations.keyd_client import ReplyError, decode_reply, encode_request
 
-CLIENT = Path(keyd_client.__file__)
+CLIENT = Path(keyd_client.__file__).with_name("keyd_run.py")  # what sshd runs
 OPTIONS = 'restrict,command="nxauth login"'
 
 
@@ -242,6 +242,7 @@ def test_the_client_imports_nothing_but_built_ins(deployed: Path, serve: Callabl
 
     loaded = imported(str(CLIENT), "--socket", running.path, "nx", "t", "AAAA") - imported("-c", "pass")
     assert "_socket" in loaded
+    assert "keyd_client" in loaded
     heavy = {"site", "socket", "enum", "re", "typing", "selectors", "json", "nxauth", "logging", "pathlib"}
     assert not loaded & heavy, loaded & heavy
     assert not any(name.startswith("nxauth") for name in loaded)
@@ -370,7 +371,7 @@ def test_oversized_and_malformed_requests_get_an_error(deployed: Path, serve: Ca
 def test_a_silent_client_does_not_hold_the_daemon(
     deployed: Path, transport_key: TransportKey, serve: Callable[..., Running]
 ) -> None:
-    running = serve(deployed, max_connections=1, request_timeout=0.5)
+    running = serve(deployed, workers=1, request_timeout=0.5)
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     silent.connect(running.path)  # takes the only slot, sends nothing
     try:
@@ -384,7 +385,7 @@ def test_a_silent_client_does_not_hold_the_daemon(
 def test_concurrent_requests_all_get_their_own_answer(
     deployed: Path, transport_key: TransportKey, serve: Callable[..., Running]
 ) -> None:
-    running = serve(deployed, max_connections=3)
+    running = serve(deployed, workers=3)
     key_type, key_text = key_fields(transport_key)
     strangers = [key_fields(TransportKey()) for _ in range(8)]
     results: dict[int, tuple[int, bytes]] = {}

@@ -5,6 +5,10 @@ A throwaway sshd on 127.0.0.1 is configured with exactly the block that
 keystore), ``nxauth login`` forced, forwarding off, ``ExposeAuthInfo yes``.
 The transport account is a throwaway system account that owns the state
 directory, as a deployment's ``nx`` would.
+
+Every scenario runs twice: with ``nxauth authorized-keys`` deciding
+in-process, and with ``sshd-config --daemon`` (the small client asking
+``nxauth authorized-keys-daemon``, run as the transport account).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +30,7 @@ from typing import Any
 import pytest
 
 from nxauth.cli import EXIT_OK, main
+from nxauth.integrations import keyd_client
 from servers.sshd import Sshd, account_cannot_run, free_port, running_sshd, skip_reason
 
 reason = skip_reason()
@@ -41,6 +47,8 @@ class Deployment:
     key: Path
     other_key: Path
     audit: Path
+    mode: str
+    daemon: KeyDaemon | None
 
     def ssh(
         self,
@@ -67,6 +75,34 @@ class Deployment:
         return self.events()[mark:]
 
 
+class KeyDaemon:
+    """``nxauth authorized-keys-daemon`` run as the transport account."""
+
+    def __init__(self, program: Path, config: Path, account: str, socket_path: Path) -> None:
+        self.argv = [
+            "setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups",
+            str(program), "--config", str(config), "authorized-keys-daemon",
+        ]  # fmt: skip
+        self.socket_path = socket_path
+        self.log = socket_path.parent.parent / "keyd.log"
+        self.process: subprocess.Popen[str] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:  # a file: a pipe nobody reads would fill up and stop the daemon
+            self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log, text=True)
+        deadline = time.monotonic() + 30
+        while not self.socket_path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"authorized-keys-daemon did not start: {self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
 def _cli(*argv: str, stdin: str | None = None) -> str:
     """Run the CLI as a subprocess (root) and return its output."""
     result = subprocess.run(
@@ -76,8 +112,9 @@ def _cli(*argv: str, stdin: str | None = None) -> str:
     return result.stdout
 
 
-@pytest.fixture(scope="module")
-def deployment() -> Iterator[Deployment]:
+@pytest.fixture(scope="module", params=["in-process", "daemon"])
+def deployment(request: pytest.FixtureRequest) -> Iterator[Deployment]:
+    mode: str = request.param
     account = f"nxe{secrets.token_hex(3)}"
     # sshd refuses an AuthorizedKeysCommand under a world-writable directory
     # (/tmp, /var/tmp): /var/lib is root's
@@ -109,8 +146,16 @@ def deployment() -> Iterator[Deployment]:
         other.write_text(f'state_dir = "{base / "other-state"}"\n[transport]\naccount = "{account}"\n')
         _cli("--config", str(other), "keygen", "--out", str(keys / "id_other_server"))
         _cli("--config", str(config), "useradd", "alice", "--password-stdin", stdin=PASSWORD + "\n")
-        block = _cli("--config", str(config), "sshd-config", "--program", str(program))
-        assert f"AuthorizedKeysCommand {program} --config {config} authorized-keys %u %t %k" in block
+        daemon = None
+        if mode == "daemon":
+            block = _cli("--config", str(config), "sshd-config", "--program", str(program), "--daemon")
+            socket_path = state / "authorized-keys.sock"
+            client = Path(keyd_client.__file__).with_name("keyd_run.py")
+            assert f"-I -S {client} --socket {socket_path} --config {config} %u %t %k" in block
+            daemon = KeyDaemon(program, config, account, socket_path)
+        else:
+            block = _cli("--config", str(config), "sshd-config", "--program", str(program))
+            assert f"AuthorizedKeysCommand {program} --config {config} authorized-keys %u %t %k" in block
         with running_sshd(block, account=account) as sshd:
             subprocess.run(["chown", "-R", account, str(state)], check=True)
             cannot = account_cannot_run(account, program)
@@ -119,7 +164,15 @@ def deployment() -> Iterator[Deployment]:
                     f"the transport account cannot run this nxauth ({cannot}): the interpreter "
                     "is private (pyenv under /root?); scripts/test-all builds .venv from Debian's /usr/bin/python3"
                 )
-            yield Deployment(sshd, base, config, keys / "id_transport", keys / "id_other_server", audit)
+            if daemon is not None:
+                daemon.start()
+            try:
+                yield Deployment(
+                    sshd, base, config, keys / "id_transport", keys / "id_other_server", audit, mode, daemon
+                )
+            finally:
+                if daemon is not None:
+                    daemon.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
 
@@ -273,3 +326,64 @@ def test_authorized_keys_runs_as_the_configured_user(deployment: Deployment) -> 
     log = deployment.sshd.log.read_text()
     assert f"AuthorizedKeysCommand {deployment.base / 'nxauth'}" not in log or "bad ownership" not in log
     assert "Accepted publickey for " + deployment.sshd.account in log
+
+
+# ---------------------------------------------------------------- the daemon
+
+
+def _daemon(deployment: Deployment) -> KeyDaemon:
+    if deployment.daemon is None:
+        pytest.skip("about the authorized-keys daemon")
+    return deployment.daemon
+
+
+def test_daemon_answers_without_starting_nxauth(deployment: Deployment) -> None:
+    daemon = _daemon(deployment)
+    assert daemon.process is not None and daemon.process.poll() is None
+    mark = deployment.mark()
+    result = deployment.ssh(stdin=f"alice\n{PASSWORD}\n")
+    assert result.returncode == 0, result.stdout + result.stderr + deployment.sshd.log.read_text()
+    events = deployment.since(mark)
+    stage1 = [e for e in events if e["stage"] == 1 and e["detail"] == "authorized-keys"]
+    assert stage1 and {e["outcome"] for e in stage1} == {"accepted"}
+    assert "daemon did not answer" not in deployment.sshd.log.read_text()
+
+
+def test_a_removed_key_is_refused_at_once(deployment: Deployment, tmp_path: Path) -> None:
+    _daemon(deployment)
+    extra = tmp_path / "id_extra"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(extra)], check=True)
+    line = 'restrict,pty,command="nxauth login" ' + (tmp_path / "id_extra.pub").read_text()
+    (tmp_path / "extra.pub").write_text(line)
+    account = deployment.sshd.account
+    state = str(deployment.config.parent / "state")
+    _cli("--config", str(deployment.config), "keys", "add", "--account", account, str(tmp_path / "extra.pub"))
+    subprocess.run(["chown", "-R", account, state], check=True)
+    result = deployment.ssh(key=extra, stdin=f"alice\n{PASSWORD}\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    fingerprint = subprocess.run(
+        ["ssh-keygen", "-lf", str(extra)], capture_output=True, text=True, check=True
+    ).stdout.split()[1]
+    _cli("--config", str(deployment.config), "keys", "remove", fingerprint)
+    subprocess.run(["chown", "-R", account, state], check=True)
+    mark = deployment.mark()
+    result = deployment.ssh(key=extra, stdin=f"alice\n{PASSWORD}\n")
+    assert result.returncode == 255 and "NX>" not in result.stdout
+    assert {(e["stage"], e["reason"]) for e in deployment.since(mark)} == {(1, "unknown-key")}
+
+
+def test_with_the_daemon_stopped_sshd_still_decides_in_process(deployment: Deployment) -> None:
+    daemon = _daemon(deployment)
+    daemon.stop()
+    try:
+        assert not daemon.socket_path.exists()  # SIGTERM removes it
+        mark = deployment.mark()
+        result = deployment.ssh(stdin=f"alice\n{PASSWORD}\n")
+        assert result.returncode == 0, result.stdout + result.stderr + deployment.sshd.log.read_text()
+        assert any(e["stage"] == 1 and e["outcome"] == "accepted" for e in deployment.since(mark))
+        mark = deployment.mark()
+        result = deployment.ssh(key=deployment.other_key, stdin=f"alice\n{PASSWORD}\n")
+        assert result.returncode == 255 and "NX>" not in result.stdout
+        assert {(e["stage"], e["reason"]) for e in deployment.since(mark)} == {(1, "unknown-key")}
+    finally:
+        daemon.start()

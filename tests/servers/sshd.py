@@ -92,9 +92,22 @@ def account_cannot_run(account: str, program: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def running_sshd(extra_config: str, *, account: str | None = None) -> Iterator[Sshd]:
+def throwaway_account(account: str, home: Path) -> Iterator[str]:
+    """A system account with password field ``*`` (sshd refuses ``!``-locked
+    accounts), removed afterwards."""
+    subprocess.run(["useradd", "-M", "-d", str(home), "-s", "/bin/sh", "-p", "*", account], check=True)
+    try:
+        yield account
+    finally:
+        subprocess.run(["userdel", account], check=False, capture_output=True)
+
+
+@contextlib.contextmanager
+def running_sshd(extra_config: str, *, account: str | None = None, create_account: bool = True) -> Iterator[Sshd]:
     """Start sshd with ``extra_config`` appended (use ``{work}`` for the work
-    directory); yield it; stop it and remove the account and the directory."""
+    directory); yield it; stop it and remove the account (unless
+    ``create_account`` is false: the caller's, see :func:`throwaway_account`)
+    and the directory."""
     account = account or f"nxt{secrets.token_hex(3)}"
     work = Path(tempfile.mkdtemp(prefix="nxauth-sshd-", dir="/var/tmp"))
     work.chmod(0o755)
@@ -111,8 +124,9 @@ def running_sshd(extra_config: str, *, account: str | None = None) -> Iterator[S
             f"AllowUsers {account}\nUseDNS no\nLogLevel VERBOSE\n" + extra_config.format(work=work)
         )
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
-        subprocess.run(["useradd", "-M", "-d", str(work), "-s", "/bin/sh", "-p", "*", account], check=True)
-        created = True
+        if create_account:
+            subprocess.run(["useradd", "-M", "-d", str(work), "-s", "/bin/sh", "-p", "*", account], check=True)
+            created = True
         check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise RuntimeError(f"sshd -t refused the config: {check.stderr}")

@@ -7,6 +7,7 @@ import argparse
 import os
 import shutil
 import sys
+from pathlib import Path
 from typing import Any
 
 from . import EXIT_OK, CommandError, load_authenticator
@@ -35,7 +36,7 @@ def register(subparsers: Any) -> None:
     )
     daemon.add_argument("--socket", metavar="PATH", help="the UNIX socket (default: STATE_DIR/authorized-keys.sock)")
     daemon.add_argument(
-        "--max-connections", type=int, default=32, metavar="N", help="requests answered at once (default: 32)"
+        "--workers", type=int, default=8, metavar="N", help="requests answered at once; more wait (default: 8)"
     )
     daemon.set_defaults(handler=cmd_authorized_keys_daemon)
 
@@ -82,6 +83,16 @@ def cmd_authorized_keys(args: argparse.Namespace) -> int:
     return run_authorized_keys(args.config, argv, write=sys.stdout.write, debug=args.debug)
 
 
+def _top_level_keys(path: Path) -> set[str]:
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            return set(tomllib.load(handle))
+    except (OSError, tomllib.TOMLDecodeError):
+        return set()
+
+
 def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
     """Answer sshd's AuthorizedKeysCommand from a resident process: the
     same decision and audit as ``nxauth authorized-keys``, without starting
@@ -95,8 +106,8 @@ def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
     from ..config import default_config_path
     from ..integrations.keyd import AuthorizedKeysDaemon, KeyAnswerer, default_socket_path
 
-    if args.max_connections < 1:
-        raise CommandError("--max-connections must be at least 1", 2)
+    if args.workers < 1:
+        raise CommandError("--workers must be at least 1", 2)
     if not args.debug:
         logging.getLogger("nxauth").setLevel(logging.INFO)
     path = args.config if args.config is not None else default_config_path()
@@ -107,7 +118,7 @@ def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
         if args.socket is None:
             auth.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         socket_path = args.socket or default_socket_path(auth.config.state_dir)
-        daemon = AuthorizedKeysDaemon(answerer, socket_path, max_connections=args.max_connections)
+        daemon = AuthorizedKeysDaemon(answerer, socket_path, workers=args.workers)
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, lambda *_: daemon.shutdown())
         signal.signal(signal.SIGHUP, lambda *_: answerer.reload())
@@ -158,6 +169,15 @@ def cmd_sshd_config(args: argparse.Namespace) -> int:
             python=python, socket_path=socket_path, config_path=str(path) if path else None
         )
     user = args.command_user or config.transport.account
+    if path is None or "state_dir" not in _top_level_keys(Path(path)):
+        import pwd
+
+        if user != pwd.getpwuid(os.geteuid()).pw_name:
+            print(
+                f"nxauth: warning: the configuration does not set state_dir: {user} would not use "
+                f"{config.state_dir} (the default depends on the user); set it explicitly",
+                file=sys.stderr,
+            )
     sys.stdout.write(
         sshd_config_block(
             config,

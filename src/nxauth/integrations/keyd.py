@@ -16,14 +16,15 @@ one audit trail.
 * The configuration file is checked on every request (one ``stat``) and the
   authenticator rebuilt when it changed; a configuration that no longer
   loads answers "configuration error" (sshd then refuses the key) until it
-  is fixed.  ``SIGHUP`` rebuilds at once.  Keys are read from their sources
+  is fixed.  ``SIGHUP`` rebuilds at once and logs whether it loaded.  Keys are read from their sources
   on every request, so ``nxauth keys remove`` takes effect immediately.
 * The socket is created 0600 (umask) in a directory that neither group nor
   others can write; a peer whose uid is neither the daemon's nor root's is
   refused (``SO_PEERCRED``), and the client likewise trusts only a daemon
   running as itself or root.  Run it as the ``AuthorizedKeysCommandUser``.
-* Requests and replies are bounded in size and time; every connection gets
-  its own thread, at most ``max_connections`` at once.
+* Requests and replies are bounded in size and time (the whole exchange,
+  not each read); a fixed pool of worker threads answers, and connections
+  beyond it wait in the socket's backlog.
 * ``SIGTERM``/``SIGINT`` stop it and remove the socket.
 """
 
@@ -32,11 +33,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import selectors
 import socket
 import stat
 import struct
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
@@ -147,19 +148,30 @@ class KeyAnswerer:
         self.config_path = Path(config_path).absolute() if config_path is not None else None
         self._real = os.path.realpath(self.config_path) if self.config_path is not None else None
         self._build_auth = build or _default_build
+        self._resolved: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
         stamp = _stamp(self.config_path) if self.config_path is not None else None
         self._current = _Generation(stamp, self._build_auth(self.config_path))
-        self._force = False
 
     @property
     def authenticator(self) -> Authenticator | None:
         """The authenticator answering now (``None`` while the configuration is broken)."""
         return self._current.auth
 
-    def reload(self) -> None:
-        """Rebuild on the next request even if the file looks unchanged (``SIGHUP``)."""
-        self._force = True
+    def reload(self) -> bool:
+        """Rebuild now, even if the file looks unchanged (``SIGHUP``), and
+        log the outcome; ``True`` when the configuration loads."""
+        if self.config_path is None:
+            log.info("no configuration file (the embedded default): nothing to reload")
+            return True
+        with self._lock:
+            try:
+                stamp = _stamp(self.config_path)
+            except OSError as exc:
+                log.error("configuration %s: %s; refusing every key", self.config_path, exc.strerror or exc)
+                self._swap(_Generation(None, None, STATUS_CONFIG))
+                return False
+            return self._swap(self._rebuild(stamp)).auth is not None
 
     def _acquire(self) -> _Generation:
         with self._lock:
@@ -174,13 +186,14 @@ class KeyAnswerer:
                 if stamp is None:
                     if current.stamp is not None or current.auth is not None:
                         current = self._swap(_Generation(None, None, STATUS_CONFIG))
-                elif stamp != current.stamp or self._force:
-                    self._force = False
+                elif stamp != current.stamp:
                     current = self._swap(self._rebuild(stamp))
             current.users += 1
             return current
 
     def _rebuild(self, stamp: tuple[int, ...]) -> _Generation:
+        assert self.config_path is not None
+        self._real = os.path.realpath(self.config_path)  # a symlink may point elsewhere now
         try:
             auth = self._build_auth(self.config_path)
         except Exception as exc:  # noqa: BLE001 - any failure is a status, never a crash
@@ -202,13 +215,26 @@ class KeyAnswerer:
             if generation.retired and generation.users == 0:
                 _close(generation)
 
+    def _resolve(self, config: str) -> str:
+        """``realpath(config)``, remembered for a second (sshd asks twice per
+        login with the same path; a symlink that moves is seen soon after)."""
+        now = time.monotonic()
+        cached = self._resolved.get(config)
+        if cached is not None and now - cached[0] < 1.0:
+            return cached[1]
+        real = os.path.realpath(config)
+        if len(self._resolved) > 64:
+            self._resolved.clear()
+        self._resolved[config] = (now, real)
+        return real
+
     def answer(
         self, config: str | None, user: str, key_type: str, key: str, connection: str | None = None
     ) -> tuple[int, str]:
         """``(status, text)``: status 0 with the authorized_keys line (or
         ``""``), an error status, or :data:`STATUS_OTHER_CONFIG` when the
         client was given another configuration file than this one."""
-        if config is not None and os.path.realpath(config) != self._real:
+        if config is not None and self._resolve(config) != self._real:
             return STATUS_OTHER_CONFIG, ""
         from .openssh import authorized_keys_line, peer_from_connection
 
@@ -254,39 +280,37 @@ def _close(generation: _Generation) -> None:
 
 
 class AuthorizedKeysDaemon:
-    """The socket side: accepts connections on ``socket_path`` and answers
-    each with ``answerer``.  :meth:`serve_forever` until :meth:`shutdown`."""
+    """The socket side: ``workers`` threads each wait in ``accept()`` on
+    ``socket_path`` and answer with ``answerer``, so that a request wakes
+    one thread (on a small or virtual machine every extra wake-up shows in
+    the login time) and each worker keeps its own SQLite connection.
+    :meth:`serve_forever` until :meth:`shutdown`."""
 
     def __init__(
         self,
         answerer: KeyAnswerer,
         socket_path: str | os.PathLike[str],
         *,
-        max_connections: int = 32,
+        workers: int = 8,
         request_timeout: float = 5.0,
         allowed_uids: frozenset[int] | None = None,
     ) -> None:
         path = Path(socket_path).absolute()
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise ConfigError(f"socket path {path} is longer than {MAX_SOCKET_PATH} bytes")
-        if max_connections < 1:
-            raise ConfigError("max_connections must be at least 1")
+        if workers < 1:
+            raise ConfigError("workers must be at least 1")
         if not hasattr(socket, "SO_PEERCRED"):
             raise ConfigError("the authorized-keys daemon needs SO_PEERCRED (Linux) to check who connects")
         self.answerer = answerer
         self.socket_path = path
+        self.workers = workers
         self.request_timeout = request_timeout
         self.allowed_uids = allowed_uids if allowed_uids is not None else frozenset({os.geteuid(), 0})
-        self._slots = threading.BoundedSemaphore(max_connections)
         self._stop = threading.Event()
         self._listener = self._bind(path)
         created = os.lstat(path)
         self._identity = created.st_ino, created.st_dev
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_w, False)
-        self._finished = False
-        self._threads: set[threading.Thread] = set()
-        self._threads_lock = threading.Lock()
 
     @staticmethod
     def _bind(path: Path) -> socket.socket:
@@ -320,68 +344,77 @@ class AuthorizedKeysDaemon:
         finally:
             os.umask(old)
         listener.listen(128)
-        listener.setblocking(False)
         return listener
 
     def serve_forever(self) -> None:
-        """Accept and answer until :meth:`shutdown`; then wait for the
-        connections being answered and remove the socket."""
-        selector = selectors.DefaultSelector()
-        selector.register(self._listener, selectors.EVENT_READ)
-        selector.register(self._wake_r, selectors.EVENT_READ)
+        """Answer until :meth:`shutdown`; then let the workers finish the
+        requests they hold and remove the socket."""
+        threads = [
+            threading.Thread(target=self._work, name=f"nxauth-keyd-{index}", daemon=True)
+            for index in range(self.workers)
+        ]
+        for thread in threads:
+            thread.start()
         log.info("answering sshd's AuthorizedKeysCommand on %s", self.socket_path)
         try:
-            while not self._stop.is_set():
-                for key, _events in selector.select():
-                    if key.fileobj is self._listener and not self._stop.is_set():
-                        self._accept()
+            while not self._stop.wait(1.0):
+                pass
         finally:
-            selector.close()
-            self._finish()
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)  # wakes the workers blocked in accept()
+            for thread in threads:
+                thread.join(self.request_timeout + 1)
+            self._listener.close()
+            with contextlib.suppress(OSError):
+                st = os.lstat(self.socket_path)
+                if (st.st_ino, st.st_dev) == self._identity:  # never remove a successor's socket
+                    os.unlink(self.socket_path)
+            log.info("stopped answering on %s", self.socket_path)
 
-    def _accept(self) -> None:
-        while not self._slots.acquire(timeout=0.2):  # all busy: leave it in the backlog
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError as exc:
+                if self._stop.is_set():
+                    return
+                log.error("accept on %s: %s", self.socket_path, exc)
+                self._stop.wait(0.1)
+                continue
             if self._stop.is_set():
+                conn.close()
                 return
-        try:
-            conn, _ = self._listener.accept()
-        except (BlockingIOError, InterruptedError):
-            self._slots.release()
-            return
-        except OSError as exc:
-            self._slots.release()
-            log.error("accept on %s: %s", self.socket_path, exc)
-            return
-        thread = threading.Thread(target=self._serve_one, args=(conn,), name="nxauth-keyd", daemon=True)
-        with self._threads_lock:
-            self._threads.add(thread)
-        thread.start()
+            self._serve_one(conn)
 
     def _serve_one(self, conn: socket.socket) -> None:
+        deadline = time.monotonic() + self.request_timeout
         try:
             with conn:
-                conn.setblocking(True)
-                conn.settimeout(self.request_timeout)
                 pid, uid, _gid = _PEERCRED.unpack(
                     conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
                 )
                 if uid not in self.allowed_uids:
                     log.warning("refused a connection from uid %d (pid %d): not an allowed user", uid, pid)
                     return
-                conn.sendall(self.respond(self._read(conn)))
+                reply = self.respond(self._read(conn, deadline))
+                conn.settimeout(max(deadline - time.monotonic(), 0.001))
+                conn.sendall(reply)
         except (OSError, TimeoutError) as exc:
             log.warning("a client connection failed: %s", exc)
-        finally:
-            self._slots.release()
-            with self._threads_lock:
-                self._threads.discard(threading.current_thread())
+        except Exception:  # a bug must not cost a worker
+            log.exception("answering a client failed")
 
     @staticmethod
-    def _read(conn: socket.socket) -> bytes | None:
-        """The request, or ``None`` when it is over :data:`MAX_REQUEST`."""
+    def _read(conn: socket.socket, deadline: float) -> bytes | None:
+        """The request, or ``None`` when it is over :data:`MAX_REQUEST`;
+        ``TimeoutError`` past ``deadline`` (the whole request, not each read)."""
         chunks: list[bytes] = []
         size = 0
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the request took too long")
+            conn.settimeout(left)
             chunk = conn.recv(65536)
             if not chunk:
                 return b"".join(chunks)
@@ -404,24 +437,5 @@ class AuthorizedKeysDaemon:
         return encode_reply(status, text)
 
     def shutdown(self) -> None:
-        """Stop accepting (safe from a signal handler or another thread)."""
+        """Stop answering (safe from a signal handler or another thread)."""
         self._stop.set()
-        if not self._finished:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
-
-    def _finish(self) -> None:
-        with self._threads_lock:
-            threads = list(self._threads)
-        for thread in threads:
-            thread.join(self.request_timeout + 1)
-        self._listener.close()
-        with contextlib.suppress(OSError):
-            st = os.lstat(self.socket_path)
-            if (st.st_ino, st.st_dev) == self._identity:  # never remove a successor's socket
-                os.unlink(self.socket_path)
-        self._finished = True
-        for fd in (self._wake_r, self._wake_w):
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        log.info("stopped answering on %s", self.socket_path)

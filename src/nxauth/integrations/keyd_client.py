@@ -3,10 +3,12 @@
 sshd runs its ``AuthorizedKeysCommand`` twice per login, so the command's
 start-up is the cost of every login.  This file is that command when the
 daemon runs: a standalone script, run as ``python -I -S keyd_client.py``,
-that imports nothing but interpreter built-ins (no ``site``, no ``socket``
-module, no nxauth), asks the daemon over its UNIX socket, and prints the
-answer.  The decision, the key policy and the audit stay in the daemon,
-which runs the same code as ``nxauth authorized-keys``.
+that imports nothing but ``_socket`` (no ``site``, no ``socket`` module with
+its enum and selectors, no nxauth), asks the daemon over its UNIX socket,
+and prints the answer.  sshd runs it through ``keyd_run.py``, a launcher
+of three lines, so that this module loads from its cached byte-code.  The
+decision, the key policy and the audit stay in the daemon, which runs the
+same code as ``nxauth authorized-keys``.
 
 When the daemon cannot answer (not running, socket refused, timed out, a
 malformed reply, or a daemon serving another configuration) the client
@@ -31,14 +33,13 @@ The wire format (one request per connection, both directions bounded):
 
 Usage::
 
-    python -I -S keyd_client.py --socket PATH [--config PATH] [--timeout S] [--no-fallback]
+    python -I -S keyd_run.py --socket PATH [--config PATH] [--timeout S] [--no-fallback]
                                 USER KEY-TYPE BASE64-KEY [CONNECTION]
 """
 
-from __future__ import annotations
-
 import os
 import sys
+import time
 
 try:  # the C module: ``socket`` itself imports enum and selectors (~8 ms)
     import _socket as _sock
@@ -62,7 +63,7 @@ DEFAULT_TIMEOUT = 10.0
 #: Set on the fallback ``nxauth authorized-keys`` so that it logs why.
 FALLBACK_ENV = "NXAUTH_KEYD_UNREACHABLE"
 USAGE = (
-    "usage: keyd_client.py --socket PATH [--config PATH] [--timeout S] [--no-fallback] "
+    "usage: keyd_run.py --socket PATH [--config PATH] [--timeout S] [--no-fallback] "
     "USER KEY-TYPE BASE64-KEY [CONNECTION]"
 )
 
@@ -97,6 +98,7 @@ def decode_reply(data: bytes) -> tuple[int, bytes]:
 def ask(socket_path: str, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, bytes]:
     """Send ``request`` to the daemon and return its decoded reply.  Raises
     ``OSError`` (unreachable, timed out) or :class:`ReplyError`."""
+    deadline = time.monotonic() + timeout
     sock = _sock.socket(_sock.AF_UNIX, _sock.SOCK_STREAM)
     try:
         sock.settimeout(timeout)
@@ -115,6 +117,10 @@ def ask(socket_path: str, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> t
         chunks = []
         size = 0
         while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("the daemon took too long")
+            sock.settimeout(left)
             chunk = sock.recv(65536)
             if not chunk:
                 break

@@ -423,11 +423,12 @@ def sshd_config_block(
 def daemon_key_command(*, python: str, socket_path: str, config_path: str | None) -> str:
     """The ``AuthorizedKeysCommand`` that asks ``nxauth authorized-keys-daemon``:
     :mod:`~nxauth.integrations.keyd_client` run by ``python -I -S`` (no
-    ``site``: the start-up is the cost of every login), falling back to
-    ``nxauth authorized-keys`` in-process when the daemon does not answer."""
+    ``site``: the start-up is the cost of every login) through its launcher
+    ``keyd_run.py``, falling back to ``nxauth authorized-keys`` in-process
+    when the daemon does not answer."""
     from . import keyd_client
 
-    client = str(Path(keyd_client.__file__).resolve())
+    client = str(Path(keyd_client.__file__).resolve().with_name("keyd_run.py"))
     parts = [_quote(python), "-I", "-S", _quote(client), "--socket", _quote(socket_path)]
     if config_path:
         parts += ["--config", _quote(str(Path(config_path).resolve()))]
