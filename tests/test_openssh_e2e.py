@@ -331,12 +331,15 @@ def test_authorized_keys_runs_as_the_configured_user(deployment: Deployment) -> 
 # ---------------------------------------------------------------- the daemon
 
 
+only_daemon = pytest.mark.parametrize("deployment", ["daemon"], indirect=True)
+
+
 def _daemon(deployment: Deployment) -> KeyDaemon:
-    if deployment.daemon is None:
-        pytest.skip("about the authorized-keys daemon")
+    assert deployment.daemon is not None
     return deployment.daemon
 
 
+@only_daemon
 def test_daemon_answers_without_starting_nxauth(deployment: Deployment) -> None:
     daemon = _daemon(deployment)
     assert daemon.process is not None and daemon.process.poll() is None
@@ -349,6 +352,7 @@ def test_daemon_answers_without_starting_nxauth(deployment: Deployment) -> None:
     assert "daemon did not answer" not in deployment.sshd.log.read_text()
 
 
+@only_daemon
 def test_a_removed_key_is_refused_at_once(deployment: Deployment, tmp_path: Path) -> None:
     _daemon(deployment)
     extra = tmp_path / "id_extra"
@@ -372,6 +376,7 @@ def test_a_removed_key_is_refused_at_once(deployment: Deployment, tmp_path: Path
     assert {(e["stage"], e["reason"]) for e in deployment.since(mark)} == {(1, "unknown-key")}
 
 
+@only_daemon
 def test_with_the_daemon_stopped_sshd_still_decides_in_process(deployment: Deployment) -> None:
     daemon = _daemon(deployment)
     daemon.stop()
