@@ -281,10 +281,29 @@ def test_reload_rebuilds_even_when_the_file_looks_unchanged(deployed: Path, serv
     running = serve(deployed, answerer=answerer)
     running.ask("nx", "ssh-ed25519", "AAAA")
     assert len(builds) == 1
-    answerer.reload()
-    running.ask("nx", "ssh-ed25519", "AAAA")
+    assert answerer.reload() is True  # at once, not at the next request
+    assert len(builds) == 2
     running.ask("nx", "ssh-ed25519", "AAAA")
     assert len(builds) == 2
+    saved = deployed.read_text()
+    deployed.write_text("state_dir = [broken\n")
+    assert answerer.reload() is False
+    assert running.ask("nx", "ssh-ed25519", "AAAA") == (3, b"")
+    deployed.write_text(saved)
+    assert answerer.reload() is True
+    assert running.ask("nx", "ssh-ed25519", "AAAA")[0] == 0
+
+
+def test_a_percent_in_a_path_is_not_an_sshd_token(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "50%off.toml"
+    write_config(config, tmp_path / "st%ate")
+    for extra in ([], ["--daemon"]):
+        assert main(["--config", str(config), "sshd-config", "--program", "/opt/100%/nxauth", *extra]) == 0
+        block = capsys.readouterr().out
+        command = next(line for line in block.splitlines() if "AuthorizedKeysCommand " in line)
+        assert "50%%off.toml" in command and command.endswith(" %u %t %k")
+        assert "%" not in command.replace("%%", "").replace(" %u %t %k", "")
+        assert "ForceCommand /opt/100%/nxauth --config " in block  # not expanded by sshd
 
 
 def test_a_removed_key_is_refused_at_once(

@@ -118,6 +118,8 @@ def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
         if args.socket is None:
             auth.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         socket_path = args.socket or default_socket_path(auth.config.state_dir)
+        if auth.config.audit.syslog:  # the journal gets the syslog sink's lines: not twice
+            logging.getLogger("nxauth.audit").propagate = False
         daemon = AuthorizedKeysDaemon(answerer, socket_path, workers=args.workers)
         for number in (signal.SIGTERM, signal.SIGINT):
             signal.signal(number, lambda *_: daemon.shutdown())

@@ -391,9 +391,11 @@ def sshd_config_block(
     ``AuthorizedKeysCommand`` (default: ``program authorized-keys``; see
     :func:`daemon_key_command`)."""
     account = config.transport.account
-    prefix = f"{program} --config {_quote(str(Path(config_path).resolve()))}" if config_path else program
+    prefix = _quote(program)
+    if config_path:
+        prefix += f" --config {_quote(str(Path(config_path).resolve()))}"
     if key_command is None:
-        key_command = f"{prefix} authorized-keys %u %t %k"
+        key_command = f"{_percent(prefix)} authorized-keys %u %t %k"
     lines = [
         f"# nxauth: the transport account {account!r} can only reach the nxauth login exchange.",
         "# Paste at the END of /etc/ssh/sshd_config (a Match block runs to the end of the file),",
@@ -432,7 +434,13 @@ def daemon_key_command(*, python: str, socket_path: str, config_path: str | None
     parts = [_quote(python), "-I", "-S", _quote(client), "--socket", _quote(socket_path)]
     if config_path:
         parts += ["--config", _quote(str(Path(config_path).resolve()))]
-    return " ".join([*parts, "%u", "%t", "%k"])
+    return f"{_percent(' '.join(parts))} %u %t %k"
+
+
+def _percent(text: str) -> str:
+    """sshd expands ``%`` tokens in ``AuthorizedKeysCommand`` (not in
+    ``ForceCommand``): a literal ``%`` in a path is written ``%%``."""
+    return text.replace("%", "%%")
 
 
 def _quote(text: str) -> str:
