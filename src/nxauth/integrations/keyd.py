@@ -51,6 +51,7 @@ from .keyd_client import (
     STATUS_OK,
     STATUS_OTHER_CONFIG,
     STATUS_STORE,
+    read_to_end,
 )
 
 if TYPE_CHECKING:
@@ -396,32 +397,13 @@ class AuthorizedKeysDaemon:
                 if uid not in self.allowed_uids:
                     log.warning("refused a connection from uid %d (pid %d): not an allowed user", uid, pid)
                     return
-                reply = self.respond(self._read(conn, deadline))
+                reply = self.respond(read_to_end(conn, MAX_REQUEST, deadline))
                 conn.settimeout(max(deadline - time.monotonic(), 0.001))
                 conn.sendall(reply)
         except (OSError, TimeoutError) as exc:
             log.warning("a client connection failed: %s", exc)
         except Exception:  # a bug must not cost a worker
             log.exception("answering a client failed")
-
-    @staticmethod
-    def _read(conn: socket.socket, deadline: float) -> bytes | None:
-        """The request, or ``None`` when it is over :data:`MAX_REQUEST`;
-        ``TimeoutError`` past ``deadline`` (the whole request, not each read)."""
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the request took too long")
-            conn.settimeout(left)
-            chunk = conn.recv(65536)
-            if not chunk:
-                return b"".join(chunks)
-            size += len(chunk)
-            if size > MAX_REQUEST:
-                return None
-            chunks.append(chunk)
 
     def respond(self, data: bytes | None) -> bytes:
         """The reply to one request's bytes (``None``: too long)."""

@@ -95,6 +95,27 @@ def decode_reply(data: bytes) -> tuple[int, bytes]:
     return status, body
 
 
+def read_to_end(sock: "_sock.socket", limit: int, deadline: float) -> bytes | None:
+    """Everything ``sock`` sends until it shuts down its side, or ``None``
+    past ``limit`` bytes; ``TimeoutError`` past ``deadline``
+    (``time.monotonic``), for all the reads together, not each one.  The
+    daemon reads its requests with it too."""
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("the other end took too long")
+        sock.settimeout(left)
+        chunk = sock.recv(65536)
+        if not chunk:
+            return b"".join(chunks)
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+
+
 def ask(socket_path: str, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> tuple[int, bytes]:
     """Send ``request`` to the daemon and return its decoded reply.  Raises
     ``OSError`` (unreachable, timed out) or :class:`ReplyError`."""
@@ -114,23 +135,12 @@ def ask(socket_path: str, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> t
             raise ReplyError(f"the socket's server runs as uid {uid}, not as this user or root")
         sock.sendall(request)
         sock.shutdown(_sock.SHUT_WR)
-        chunks = []
-        size = 0
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("the daemon took too long")
-            sock.settimeout(left)
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            size += len(chunk)
-            if size > MAX_REPLY:
-                raise ReplyError("reply too long")
-            chunks.append(chunk)
+        data = read_to_end(sock, MAX_REPLY, deadline)
+        if data is None:
+            raise ReplyError("reply too long")
     finally:
         sock.close()
-    return decode_reply(b"".join(chunks))
+    return decode_reply(data)
 
 
 def fallback_argv(config: str | None, rest: list[str]) -> list[str]:
