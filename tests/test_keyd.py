@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -55,6 +56,24 @@ def deployed(tmp_path: Path, transport_key: TransportKey) -> Path:
     keys.write_text(f"{OPTIONS} {transport_key.line}\n")
     assert main(["--config", str(config), "keys", "add", str(keys)]) == 0
     return config
+
+
+@pytest.fixture
+def in_process_logging() -> Iterator[None]:
+    """``run_authorized_keys`` configures the root logger for a service (its
+    handlers, its level): put it back for the tests that follow."""
+    root = logging.getLogger()
+    audit = logging.getLogger("nxauth.audit")
+    saved = root.handlers[:], root.level, audit.propagate
+    yield
+    for handler in root.handlers[:]:
+        if handler not in saved[0]:
+            root.removeHandler(handler)
+    for handler in saved[0]:
+        if handler not in root.handlers:
+            root.addHandler(handler)
+    root.setLevel(saved[1])
+    audit.propagate = saved[2]
 
 
 def events(config: Path) -> list[dict[str, object]]:
@@ -183,7 +202,11 @@ def test_client_usage_errors_exit_2(argv: list[str], capsys: pytest.CaptureFixtu
 
 
 def test_answers_are_those_of_nxauth_authorized_keys(
-    deployed: Path, transport_key: TransportKey, serve: Callable[..., Running], capsys: pytest.CaptureFixture[str]
+    in_process_logging: None,
+    deployed: Path,
+    transport_key: TransportKey,
+    serve: Callable[..., Running],
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """One policy: for every case the daemon prints what the in-process
     command prints, and audits the same decision."""
@@ -513,7 +536,11 @@ def test_no_fallback_prints_nothing_and_exits_5(tmp_path: Path, deployed: Path, 
 
 
 def test_the_fallback_logs_why(
-    deployed: Path, transport_key: TransportKey, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+    in_process_logging: None,
+    deployed: Path,
+    transport_key: TransportKey,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     monkeypatch.setenv(keyd_client.FALLBACK_ENV, "/run/x.sock: FileNotFoundError")
     out: list[str] = []
