@@ -44,15 +44,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from servers.sshd import Sshd, account_cannot_run, running_sshd, skip_reason, throwaway_account
+from servers.sshd import (
+    KeyDaemon,
+    Sshd,
+    account_cannot_run,
+    as_account,
+    running_sshd,
+    skip_reason,
+    throwaway_account,
+)
 
 PASSWORD = "bench password 1"
 TARGET_RATIO = 1.25
 TARGET_MS = 40.0
-
-
-def median_ms(function: Callable[[], object], runs: int) -> float:
-    return interleaved_medians({"": function}, runs)[""]
 
 
 def interleaved_medians(cases: dict[str, Callable[[], object]], runs: int) -> dict[str, float]:
@@ -94,33 +98,6 @@ def workdir() -> Iterator[Path]:
         yield base
     finally:
         shutil.rmtree(base, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def key_daemon(program: Path, config: Path, account: str, socket_path: Path) -> Iterator[None]:
-    """``nxauth authorized-keys-daemon`` as the transport account, until the
-    block ends; its log goes to a file next to the socket's directory."""
-    log_path = socket_path.parent.parent / "keyd.log"
-    with open(log_path, "w") as log:
-        process = subprocess.Popen(
-            [*as_account(account), str(program), "--config", str(config), "authorized-keys-daemon"],
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-        )
-    try:
-        deadline = time.monotonic() + 30
-        while not socket_path.exists():
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the daemon did not start: {log_path.read_text()}")
-            time.sleep(0.02)
-        yield
-    finally:
-        process.terminate()
-        process.wait(10)
-
-
-def as_account(account: str) -> list[str]:
-    return ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups"]
 
 
 def nxauth_cli(*argv: str, stdin: str | None = None) -> str:
@@ -241,7 +218,7 @@ def main() -> int:
             if cannot is not None:
                 print(f"skipped: the transport account cannot run nxauth: {cannot}")
                 return 0
-            stack.enter_context(key_daemon(program, config, account, socket_path))
+            stack.enter_context(KeyDaemon(program, config, account, socket_path))
             logins: dict[str, Callable[[], object]] = {}
             for name, (extra, stdin) in setups.items():
                 sshd = stack.enter_context(running_sshd(extra, account=account, create_account=False))

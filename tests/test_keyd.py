@@ -377,6 +377,26 @@ def test_a_client_given_another_configuration_is_sent_back(
     assert other_events[-1]["reason"] == "unknown-key"
 
 
+def test_a_moved_configuration_symlink_is_followed(
+    tmp_path: Path, deployed: Path, transport_key: TransportKey, serve: Callable[..., Running]
+) -> None:
+    """The daemon and its clients name /etc/nxauth/nxauth.toml, a symlink that
+    an administrator points at another file: the clients are still answered,
+    from the new file."""
+    link = tmp_path / "current.toml"
+    link.symlink_to(deployed)
+    running = serve(link)
+    key_type, key_text = key_fields(transport_key)
+    assert running.ask("nx", key_type, key_text)[1]
+    moved = tmp_path / "moved.toml"
+    write_config(moved, tmp_path / "state", account="nxother")
+    link.unlink()
+    link.symlink_to(moved)
+    assert running.ask("nx", key_type, key_text, config=str(link)) == (0, b"")  # not 6: answered, by the new file
+    assert events(deployed)[-1]["reason"] == "wrong-account"
+    assert running.ask("nx", key_type, key_text, config=str(deployed))[0] == keyd_client.STATUS_OTHER_CONFIG
+
+
 @pytest.mark.parametrize(
     ("error", "status"),
     [(StoreError("database disk image is malformed"), 4), (ConfigError("x"), 3), (RuntimeError("a bug"), 5)],

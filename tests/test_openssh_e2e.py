@@ -31,7 +31,7 @@ import pytest
 
 from nxauth.cli import EXIT_OK, main
 from nxauth.integrations import keyd_client
-from servers.sshd import Sshd, account_cannot_run, free_port, running_sshd, skip_reason
+from servers.sshd import KeyDaemon, Sshd, account_cannot_run, free_port, running_sshd, skip_reason
 
 reason = skip_reason()
 pytestmark = pytest.mark.skipif(reason is not None, reason=reason or "")
@@ -73,34 +73,6 @@ class Deployment:
 
     def since(self, mark: int) -> list[dict[str, Any]]:
         return self.events()[mark:]
-
-
-class KeyDaemon:
-    """``nxauth authorized-keys-daemon`` run as the transport account."""
-
-    def __init__(self, program: Path, config: Path, account: str, socket_path: Path) -> None:
-        self.argv = [
-            "setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups",
-            str(program), "--config", str(config), "authorized-keys-daemon",
-        ]  # fmt: skip
-        self.socket_path = socket_path
-        self.log = socket_path.parent.parent / "keyd.log"
-        self.process: subprocess.Popen[str] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "a") as log:  # a file: a pipe nobody reads would fill up and stop the daemon
-            self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log, text=True)
-        deadline = time.monotonic() + 30
-        while not self.socket_path.exists():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.stop()
-                raise RuntimeError(f"authorized-keys-daemon did not start: {self.log.read_text()}")
-            time.sleep(0.02)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
 
 
 def _cli(*argv: str, stdin: str | None = None) -> str:
@@ -289,7 +261,6 @@ def test_terminal_prompts_do_not_echo_the_password(deployment: Deployment) -> No
 
     def read_until(marker: bytes, timeout: float = 20) -> None:
         nonlocal output
-        import time
 
         deadline = time.monotonic() + timeout
         while marker not in output:

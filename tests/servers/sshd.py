@@ -79,16 +79,57 @@ class Sshd:
         )
 
 
+def as_account(account: str) -> list[str]:
+    """The command prefix that runs what follows as ``account``, as sshd runs
+    an ``AuthorizedKeysCommand`` (no supplementary groups)."""
+    return ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups"]
+
+
 def account_cannot_run(account: str, program: Path) -> str | None:
     """Why ``account`` cannot run ``program --version`` (an interpreter kept
     where the account cannot reach, such as pyenv under /root), or None."""
     probe = subprocess.run(
-        ["setpriv", "--reuid", account, "--regid", "nogroup", "--clear-groups", str(program), "--version"],
+        [*as_account(account), str(program), "--version"],
         capture_output=True,
         text=True,
         check=False,
     )
     return None if probe.returncode == 0 else probe.stderr.strip()[:200] or f"exit {probe.returncode}"
+
+
+class KeyDaemon:
+    """``nxauth authorized-keys-daemon`` run as ``account`` (as a deployment
+    runs it as ``nx``); its log goes to ``keyd.log`` beside the state
+    directory: a pipe nobody reads would fill up and stop it.  A context
+    manager, or :meth:`start`/:meth:`stop`."""
+
+    def __init__(self, program: Path, config: Path, account: str, socket_path: Path) -> None:
+        self.argv = [*as_account(account), str(program), "--config", str(config), "authorized-keys-daemon"]
+        self.socket_path = socket_path
+        self.log = socket_path.parent.parent / "keyd.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "a") as log:
+            self.process = subprocess.Popen(self.argv, stdout=subprocess.DEVNULL, stderr=log)
+        deadline = time.monotonic() + 30
+        while not self.socket_path.exists():
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"authorized-keys-daemon did not start: {self.log.read_text()}")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+    def __enter__(self) -> KeyDaemon:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 @contextlib.contextmanager
@@ -112,7 +153,7 @@ def running_sshd(extra_config: str, *, account: str | None = None, create_accoun
     work = Path(tempfile.mkdtemp(prefix="nxauth-sshd-", dir="/var/tmp"))
     work.chmod(0o755)
     process: subprocess.Popen[bytes] | None = None
-    created = False
+    accounts = contextlib.ExitStack()
     try:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "host_ed25519")], check=True)
         port = free_port()
@@ -125,8 +166,7 @@ def running_sshd(extra_config: str, *, account: str | None = None, create_accoun
         )
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
         if create_account:
-            subprocess.run(["useradd", "-M", "-d", str(work), "-s", "/bin/sh", "-p", "*", account], check=True)
-            created = True
+            accounts.enter_context(throwaway_account(account, work))
         check = subprocess.run([SSHD, "-t", "-f", str(config)], capture_output=True, text=True, check=False)
         if check.returncode != 0:
             raise RuntimeError(f"sshd -t refused the config: {check.stderr}")
@@ -147,6 +187,5 @@ def running_sshd(extra_config: str, *, account: str | None = None, create_accoun
                 process.wait(5)
             if process.poll() is None:
                 process.kill()
-        if created:
-            subprocess.run(["userdel", account], check=False, capture_output=True)
+        accounts.close()
         shutil.rmtree(work, ignore_errors=True)

@@ -16,8 +16,9 @@ one audit trail.
 * The configuration file is checked on every request (one ``stat``) and the
   authenticator rebuilt when it changed; a configuration that no longer
   loads answers "configuration error" (sshd then refuses the key) until it
-  is fixed.  ``SIGHUP`` rebuilds at once and logs whether it loaded.  Keys are read from their sources
-  on every request, so ``nxauth keys remove`` takes effect immediately.
+  is fixed.  ``SIGHUP`` rebuilds at once and logs whether it loaded.  Keys
+  are read from their sources on every request, so ``nxauth keys remove``
+  takes effect immediately.
 * The socket is created 0600 (umask) in a directory that neither group nor
   others can write; a peer whose uid is neither the daemon's nor root's is
   refused (``SO_PEERCRED``), and the client likewise trusts only a daemon
@@ -149,7 +150,6 @@ class KeyAnswerer:
         self.config_path = Path(config_path).absolute() if config_path is not None else None
         self._real = os.path.realpath(self.config_path) if self.config_path is not None else None
         self._build_auth = build or _default_build
-        self._resolved: dict[str, tuple[float, str]] = {}
         self._lock = threading.Lock()
         stamp = _stamp(self.config_path) if self.config_path is not None else None
         self._current = _Generation(stamp, self._build_auth(self.config_path))
@@ -166,29 +166,28 @@ class KeyAnswerer:
             log.info("no configuration file (the embedded default): nothing to reload")
             return True
         with self._lock:
-            try:
-                stamp = _stamp(self.config_path)
-            except OSError as exc:
-                log.error("configuration %s: %s; refusing every key", self.config_path, exc.strerror or exc)
-                self._swap(_Generation(None, None, STATUS_CONFIG))
-                return False
-            return self._swap(self._rebuild(stamp)).auth is not None
+            return self._refresh(force=True).auth is not None
+
+    def _refresh(self, *, force: bool) -> _Generation:
+        """The current generation, rebuilt first when the file changed (or
+        ``force``); a missing or unreadable file refuses every key.  Under
+        the lock, with a configuration file."""
+        assert self.config_path is not None
+        current = self._current
+        try:
+            stamp = _stamp(self.config_path)
+        except OSError as exc:
+            if current.stamp is None and not force:  # already said
+                return current
+            log.error("configuration %s: %s; refusing every key", self.config_path, exc.strerror or exc)
+            return self._swap(_Generation(None, None, STATUS_CONFIG))
+        if force or stamp != current.stamp:
+            return self._swap(self._rebuild(stamp))
+        return current
 
     def _acquire(self) -> _Generation:
         with self._lock:
-            current = self._current
-            if self.config_path is not None:
-                try:
-                    stamp: tuple[int, ...] | None = _stamp(self.config_path)
-                except OSError as exc:
-                    stamp = None
-                    if current.stamp is not None or current.status == STATUS_OK:
-                        log.error("configuration %s: %s", self.config_path, exc.strerror or exc)
-                if stamp is None:
-                    if current.stamp is not None or current.auth is not None:
-                        current = self._swap(_Generation(None, None, STATUS_CONFIG))
-                elif stamp != current.stamp:
-                    current = self._swap(self._rebuild(stamp))
+            current = self._refresh(force=False) if self.config_path is not None else self._current
             current.users += 1
             return current
 
@@ -216,31 +215,18 @@ class KeyAnswerer:
             if generation.retired and generation.users == 0:
                 _close(generation)
 
-    def _resolve(self, config: str) -> str:
-        """``realpath(config)``, remembered for a second (sshd asks twice per
-        login with the same path; a symlink that moves is seen soon after)."""
-        now = time.monotonic()
-        cached = self._resolved.get(config)
-        if cached is not None and now - cached[0] < 1.0:
-            return cached[1]
-        real = os.path.realpath(config)
-        if len(self._resolved) > 64:
-            self._resolved.clear()
-        self._resolved[config] = (now, real)
-        return real
-
     def answer(
         self, config: str | None, user: str, key_type: str, key: str, connection: str | None = None
     ) -> tuple[int, str]:
         """``(status, text)``: status 0 with the authorized_keys line (or
         ``""``), an error status, or :data:`STATUS_OTHER_CONFIG` when the
         client was given another configuration file than this one."""
-        if config is not None and self._resolve(config) != self._real:
-            return STATUS_OTHER_CONFIG, ""
         from .openssh import authorized_keys_line, peer_from_connection
 
-        generation = self._acquire()
+        generation = self._acquire()  # first: a symlinked file may have moved, and _real with it
         try:
+            if config is not None and config != self._real and os.path.realpath(config) != self._real:
+                return STATUS_OTHER_CONFIG, ""
             auth = generation.auth
             if auth is None:
                 return generation.status, ""
@@ -400,7 +386,7 @@ class AuthorizedKeysDaemon:
                 reply = self.respond(read_to_end(conn, MAX_REQUEST, deadline))
                 conn.settimeout(max(deadline - time.monotonic(), 0.001))
                 conn.sendall(reply)
-        except (OSError, TimeoutError) as exc:
+        except OSError as exc:  # TimeoutError included
             log.warning("a client connection failed: %s", exc)
         except Exception:  # a bug must not cost a worker
             log.exception("answering a client failed")

@@ -203,7 +203,9 @@ def run_authorized_keys(
     path = config_path if config_path is not None else default_config_path()
     config = load_config(path) if path is not None else Config()
     configure_service_logging(config, debug=debug)
-    unreachable = os.environ.get("NXAUTH_KEYD_UNREACHABLE")  # set by keyd_client when it falls back
+    from .keyd_client import FALLBACK_ENV
+
+    unreachable = os.environ.get(FALLBACK_ENV)  # set by the daemon's client when it falls back
     if unreachable:
         import logging
 
