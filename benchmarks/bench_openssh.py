@@ -9,6 +9,9 @@ Measured in one run, medians over ``--runs`` logins, all forced to run
   time) over a keystore of 100,000 keys;
 * sshd with the ``authorized-keys-daemon`` client (``nxauth sshd-config
   --daemon``) over the same keystore (target: ratio to the baseline <= 1.25);
+* the floor of any Python ``AuthorizedKeysCommand``: the same interpreter,
+  ``-I -S``, running a script that only prints the line and exits
+  (a control, not a deployment: sshd runs the command twice per login);
 * the whole two-stage login through the daemon: + ``nxauth login``
   (password database, argon2id) + the session command, for reference.
 
@@ -21,8 +24,9 @@ and to ``python -c pass``.
     sudo .venv/bin/python benchmarks/bench_openssh.py [--runs 15] [--keys 100000]
 
 All the sshd set-ups run at once and are timed in turn, round after round,
-so that the machine's drift hits each alike.  Prints, never asserts.  Needs a virtual environment whose interpreter the
-throwaway transport account can run (``scripts/test-all`` builds .venv from
+so that the machine's drift hits each alike.  Prints, never asserts.  Needs
+a virtual environment whose interpreter the throwaway transport account can
+run (``scripts/test-all`` builds .venv from
 Debian's /usr/bin/python3).
 """
 
@@ -183,6 +187,12 @@ def main() -> int:
             *daemon_command.replace("%u", account).replace("%t", key_type).replace("%k", key_text).split()
         ]  # no spaces in these paths
         in_process = [str(program), "--config", str(config), "authorized-keys", account, key_type, key_text]
+        floor = base / "floor.py"
+        stored = 'restrict,command="nxauth login" ' + public
+        floor.write_text(f"import posix\nposix.write(1, {(stored + chr(10)).encode()!r})\nposix._exit(0)\n")
+        floor.chmod(0o644)
+        interpreter = daemon_command.split()[0]
+        floor_block = daemon_block.replace(daemon_command, f"{interpreter} -I -S {floor} %u %t %k")
         runs = max(args.runs, 20)
 
         def run(command: list[str], expect: str | None = None) -> Callable[[], object]:
@@ -195,6 +205,7 @@ def main() -> int:
 
         in_process_name = f"sshd + nxauth authorized-keys in-process, keystore of {args.keys:,}"
         daemon_name = f"sshd + authorized-keys-daemon client, keystore of {args.keys:,}"
+        floor_name = "control: sshd + a python -I -S command that only prints the line"
         setups = {
             "baseline: sshd, 1-line authorized_keys": (
                 f"Match User {account}\n    AuthorizedKeysFile {one}\n    ForceCommand /bin/true\n",
@@ -206,6 +217,7 @@ def main() -> int:
             ),
             in_process_name: (block.replace(forced, "ForceCommand /bin/true"), ""),
             daemon_name: (daemon_block.replace(forced, "ForceCommand /bin/true"), ""),
+            floor_name: (floor_block.replace(forced, "ForceCommand /bin/true"), ""),
             "whole two-stage login through the daemon (+ nxauth login, argon2id, session command)": (
                 daemon_block,
                 f"bench\n{PASSWORD}\n",
@@ -243,7 +255,8 @@ def main() -> int:
         print(f"{name:<86} {value:8.1f} ms  ratio {value / baseline:5.2f}")
     print(
         f"\nauthorized-keys-daemon vs one-line file: ratio {results[daemon_name] / baseline:.2f} "
-        f"(target <= {TARGET_RATIO}); in-process nxauth authorized-keys: {results[in_process_name] / baseline:.2f}"
+        f"(target <= {TARGET_RATIO}); in-process nxauth authorized-keys: {results[in_process_name] / baseline:.2f}; "
+        f"the floor of a Python command: {results[floor_name] / baseline:.2f}"
     )
     print(
         f"one AuthorizedKeysCommand run as the account: daemon client {single['client']:.1f} ms "

@@ -266,7 +266,7 @@ def test_the_client_imports_nothing_but_built_ins(deployed: Path, serve: Callabl
     loaded = imported(str(CLIENT), "--socket", running.path, "nx", "t", "AAAA") - imported("-c", "pass")
     assert "_socket" in loaded
     assert "keyd_client" in loaded
-    heavy = {"site", "socket", "enum", "re", "typing", "selectors", "json", "nxauth", "logging", "pathlib"}
+    heavy = {"site", "os", "socket", "enum", "re", "typing", "selectors", "json", "nxauth", "logging", "pathlib"}
     assert not loaded & heavy, loaded & heavy
     assert not any(name.startswith("nxauth") for name in loaded)
 

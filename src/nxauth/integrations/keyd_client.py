@@ -3,12 +3,14 @@
 sshd runs its ``AuthorizedKeysCommand`` twice per login, so the command's
 start-up is the cost of every login.  This file is that command when the
 daemon runs: a standalone script, run as ``python -I -S keyd_client.py``,
-that imports nothing but ``_socket`` (no ``site``, no ``socket`` module with
-its enum and selectors, no nxauth), asks the daemon over its UNIX socket,
-and prints the answer.  sshd runs it through ``keyd_run.py``, a launcher
-of three lines, so that this module loads from its cached byte-code.  The
-decision, the key policy and the audit stay in the daemon, which runs the
-same code as ``nxauth authorized-keys``.
+that imports nothing but the built-in ``posix`` and ``_socket`` (no ``site``,
+no ``os``, no ``socket`` module with its enum and selectors, no nxauth), asks
+the daemon over its UNIX socket, prints the answer and leaves with
+``_exit`` (interpreter finalization would cost more than the exchange).
+sshd runs it through ``keyd_run.py``, a launcher of three lines, so that
+this module loads from its cached byte-code.  The decision, the key policy
+and the audit stay in the daemon, which runs the same code as
+``nxauth authorized-keys``.
 
 When the daemon cannot answer (not running, socket refused, timed out, a
 malformed reply, or a daemon serving another configuration) the client
@@ -37,7 +39,7 @@ Usage::
                                 USER KEY-TYPE BASE64-KEY [CONNECTION]
 """
 
-import os
+import posix  # built in; ``os`` costs more than the whole exchange
 import sys
 import time
 
@@ -46,6 +48,7 @@ try:  # the C module: ``socket`` itself imports enum and selectors (~8 ms)
 except ImportError:  # pragma: no cover - an interpreter without it
     import socket as _sock  # type: ignore[no-redef]
 
+_FS_ENCODING = sys.getfilesystemencoding(), sys.getfilesystemencodeerrors()
 MAGIC = b"NXAK1"
 #: The daemon reads at most this much of a request (a certificate is a few KiB).
 MAX_REQUEST = 64 * 1024
@@ -73,9 +76,9 @@ class ReplyError(Exception):
 
 
 def encode_request(config: str | None, user: str, key_type: str, key: str, connection: str | None) -> bytes:
-    """The request bytes; fields are argv strings (``os.fsencode``, so any
+    """The request bytes; fields are argv strings (encoded as ``os.fsencode`` does, so any
     byte sshd passed survives) and cannot hold NUL."""
-    fields = [os.fsencode(item or "") for item in (config, user, key_type, key, connection)]
+    fields = [(item or "").encode(*_FS_ENCODING) for item in (config, user, key_type, key, connection)]
     return MAGIC + b"\n" + b"\0".join(fields)
 
 
@@ -131,7 +134,7 @@ def ask(socket_path: str, request: bytes, timeout: float = DEFAULT_TIMEOUT) -> t
             raise ReplyError("this system cannot tell who runs the daemon (no SO_PEERCRED)")
         cred = sock.getsockopt(_sock.SOL_SOCKET, peercred, 12)
         uid = int.from_bytes(cred[4:8], sys.byteorder)
-        if uid not in (os.geteuid(), 0):
+        if uid not in (posix.geteuid(), 0):
             raise ReplyError(f"the socket's server runs as uid {uid}, not as this user or root")
         sock.sendall(request)
         sock.shutdown(_sock.SHUT_WR)
@@ -211,14 +214,27 @@ def main(argv: list[str] | None = None) -> int:
     if not fallback:
         sys.stderr.write(f"nxauth: authorized-keys daemon unreachable: {why}\n")
         return STATUS_ERROR
-    os.environ[FALLBACK_ENV] = why[:500]
+    posix.putenv(FALLBACK_ENV, why[:500])
     argv_fallback = fallback_argv(config, rest)
     try:
-        os.execv(argv_fallback[0], argv_fallback)  # noqa: S606 - this interpreter, fixed arguments
+        posix.execv(argv_fallback[0], argv_fallback)  # this interpreter, fixed arguments
     except OSError as exc:
         sys.stderr.write(f"nxauth: cannot run {argv_fallback[0]}: {exc}\n")
     return STATUS_ERROR
 
 
+def run() -> None:
+    """:func:`main` as a process: flush what it wrote and ``_exit`` with
+    its status, skipping the interpreter's finalization.  Nothing else is
+    held: the socket is closed and nothing is buffered but the output."""
+    status = main()
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # sshd went away: what it read is all it gets
+        status = status or STATUS_ERROR
+    posix._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
