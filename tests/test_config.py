@@ -97,7 +97,41 @@ BAD: list[Any] = [
     pytest.param({"transport": {"key_sources": "keystore"}}, "transport.key_sources", id="sources-not-list"),
     pytest.param({"transport": {"rsa_min_bits": 512}}, "transport.rsa_min_bits", id="rsa-too-small"),
     pytest.param({"state_dir": 3}, "state_dir", id="state-dir-type"),
+    pytest.param({"transport": {"allowed_key_types": []}}, "transport.allowed_key_types", id="no-key-type"),
+    pytest.param({"transport": {"allowed_key_types": "ssh-rsa"}}, "transport.allowed_key_types", id="types-not-list"),
+    pytest.param(
+        {"transport": {"allowed_key_types": ["ssh-ed25519", "ed25519"]}},
+        "transport.allowed_key_types[1]",
+        id="unknown-key-type",
+    ),
 ]
+
+
+@pytest.mark.parametrize(
+    ("name", "hint"),
+    [
+        ("ssh-ed25519 ", "unknown key type 'ssh-ed25519 '; supported: ecdsa-sha2-nistp256, "),
+        ("ssh-dss", "ssh-dss (DSA) keys are never accepted"),
+        ("rsa-sha2-512", "'rsa-sha2-512' is a signature algorithm: the key type is 'ssh-rsa'"),
+        ("sk-ssh-ed25519-cert-v01@openssh.com", "list 'sk-ssh-ed25519@openssh.com', which covers its certificates"),
+    ],
+)
+def test_allowed_key_types_are_checked(name: str, hint: str) -> None:
+    """A misspelled type would only refuse more keys, silently: every name
+    must be a plain key type stage 1 knows."""
+    with pytest.raises(ConfigError) as info:
+        parse_config({"transport": {"allowed_key_types": ["ssh-rsa", name]}}, source="x.toml")
+    assert info.value.key == "transport.allowed_key_types[1]"
+    assert hint in str(info.value)
+
+
+def test_allowed_key_types_accept_every_supported_type() -> None:
+    from nxauth.keys import DSS, PLAIN_KEY_TYPES
+
+    names = sorted(PLAIN_KEY_TYPES - {DSS})
+    config = parse_config({"transport": {"allowed_key_types": names}}, source="x.toml")
+    assert config.transport.allowed_key_types == frozenset(names)
+    assert parse_config({}, source="x.toml").transport.allowed_key_types is None
 
 
 @pytest.mark.parametrize(("data", "key"), BAD)

@@ -472,6 +472,34 @@ def _convert_secrets(value: Any, *, source: str, key: str) -> Any:
 _NAME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.")
 
 
+def _check_key_types(tr: _Reader) -> frozenset[str] | None:
+    """``transport.allowed_key_types``: plain key type names stage 1 knows
+    (``None`` when left out).  A misspelled name would only refuse more keys
+    without a word, so every name is checked."""
+    if "allowed_key_types" not in tr.table:
+        tr.used.add("allowed_key_types")
+        return None
+    names = tr.strings("allowed_key_types", ())
+    if not names:
+        raise tr.error("allowed_key_types", "names no key type (leave it out for every supported type)")
+    from .keys import _CERT_BASE, DSS, PLAIN_KEY_TYPES
+
+    for index, name in enumerate(names):
+        if name in PLAIN_KEY_TYPES and name != DSS:
+            continue
+        if name == DSS:
+            why = "ssh-dss (DSA) keys are never accepted"
+        elif name in _CERT_BASE:
+            why = f"names a certificate type: list {_CERT_BASE[name]!r}, which covers its certificates"
+        elif name in ("rsa-sha2-256", "rsa-sha2-512"):
+            why = f"{name!r} is a signature algorithm: the key type is 'ssh-rsa'"
+        else:
+            supported = ", ".join(sorted(PLAIN_KEY_TYPES - {DSS}))
+            why = f"unknown key type {name[:100]!r}; supported: {supported}"
+        raise tr.error(f"allowed_key_types[{index}]", why)
+    return frozenset(names)
+
+
 def _check_name(name: Any, *, source: str, key: str) -> str:
     if not isinstance(name, str) or not name or not set(name) <= _NAME_CHARS or len(name) > 64:
         raise ConfigError(
@@ -532,14 +560,14 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
     state_dir = path(state_text) or default_state_dir()
 
     tr = root.sub("transport")
-    allowed = tr.strings("allowed_key_types", ())
+    allowed = _check_key_types(tr)
     transport = TransportConfig(
         account=_check_name(tr.string("account", "nx"), source=source, key="transport.account"),
         key_sources=tuple(
             _check_name(item, source=source, key=f"transport.key_sources[{i}]")
             for i, item in enumerate(tr.strings("key_sources", ("keystore",)))
         ),
-        allowed_key_types=frozenset(allowed) if allowed else None,
+        allowed_key_types=allowed,
         rsa_min_bits=tr.integer("rsa_min_bits", 2048, minimum=1024, maximum=16384),
         forced_command=tr.string("forced_command", "nxauth login"),
     )

@@ -300,8 +300,12 @@ class AuthEvent:
 
     ``outcome`` is ``"accepted"``, ``"failed"`` or ``"refused"`` (refused:
     decided before any backend was asked: lockout, stage order, closed
-    session, bad input).  ``username`` is the name as the client sent it,
-    cut to 100 characters; ``invalid_user`` says the user is unknown.
+    session, bad input).  ``username`` is the name the decision is about,
+    cut to 100 characters: the canonical form (``usernames`` settings
+    applied) once the name could be normalized, the name as the client sent
+    it otherwise (an invalid name, stage 1).  A backend may have reported
+    another name for the user: that one is ``Identity.username``.
+    ``invalid_user`` says the user is unknown.
     """
 
     stage: int
