@@ -18,10 +18,12 @@ from conftest import ListKeySource, TransportKey
 from nxauth.integrations.openssh import peer_from_connection, run_login, transport_keys_from_user_auth
 from nxauth.integrations.protocol import (
     ClientGone,
+    Code,
     FdLineReader,
     LoginTimeout,
     ProtocolViolation,
     identity_environment,
+    run_exchange_async,
 )
 from nxauth.keys import parse_public_key
 from nxauth.testing import RecordingSink
@@ -228,6 +230,82 @@ def test_login_timeout(tmp_path: Path, transport_key: TransportKey, sink: Record
     assert 0.9 < elapsed < 5
     assert out.splitlines()[-2:] == ["NX> 408 Login timed out", "NX> 999 Bye"]
     assert sink.events[-1].reason is nxauth.Reason.LOGIN_TIMEOUT
+
+
+class LateAllow:
+    """A backend that allows everyone, after ``delay`` seconds."""
+
+    def __init__(self, delay: float) -> None:
+        self.delay = delay
+
+    def authenticate(self, attempt: nxauth.Attempt) -> nxauth.Verdict:
+        time.sleep(self.delay)
+        return nxauth.Verdict.allow()
+
+    def check_account(self, identity: nxauth.Identity) -> nxauth.Verdict:
+        return nxauth.Verdict.allow()
+
+
+def test_a_backend_answering_after_the_login_timeout_is_not_honoured(
+    tmp_path: Path, transport_key: TransportKey, sink: RecordingSink
+) -> None:
+    """``login.timeout`` bounds the whole exchange, backends included: a late
+    allow is a timeout for the client and for the audit trail, and the
+    session command does not run."""
+    with nxauth.Authenticator.from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "login": {"command": ["/bin/echo", "session"], "timeout": 1},  # its minimum
+            "transport": {"key_sources": ["keys"]},
+            "auth": [{"use": "late"}],
+            "account": [{"use": "late"}],
+        },
+        backends={"late": LateAllow(1.3), "keys": ListKeySource(transport_key.line)},
+        plugins=[sink],
+    ) as auth:
+        result, out = converse(auth, b"alice\npw\n", user_auth=user_auth_file(tmp_path, transport_key))
+    assert result == 1  # no Exec: the session command never ran
+    assert out.splitlines()[-2:] == ["NX> 408 Login timed out", "NX> 999 Bye"]
+    assert "Authenticated" not in out
+    assert sink.outcomes()[-2:] == [(2, "failed", "login-timeout"), (2, "refused", "login-timeout")]
+    assert not [e for e in sink.events if e.stage == 2 and e.accepted]
+
+
+def test_async_exchange_does_not_let_a_late_login_complete(
+    tmp_path: Path, transport_key: TransportKey, sink: RecordingSink
+) -> None:
+    """asyncio's exchange gives up at the timeout while the backend still
+    runs in a worker thread; that login then fails instead of completing."""
+    import asyncio
+
+    class Dialogue:
+        def __init__(self) -> None:
+            self.answers = ["alice", "pw"]
+            self.told: list[tuple[int, str]] = []
+
+        async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
+            return self.answers.pop(0)
+
+        async def tell(self, code: Code, text: str) -> None:
+            self.told.append((int(code), text))
+
+    with nxauth.Authenticator.from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "transport": {"key_sources": ["keys"]},
+            "auth": [{"use": "late"}],
+            "account": [{"use": "late"}],
+        },
+        backends={"late": LateAllow(0.6), "keys": ListKeySource(transport_key.line)},
+        plugins=[sink],
+    ) as auth:
+        session = auth.open_session(peer=("198.51.100.7", 52100))
+        session.check_transport_key("nx", transport_key.line)
+        dialogue = Dialogue()
+        assert asyncio.run(run_exchange_async(session, dialogue, timeout=0.3)) is None
+    assert dialogue.told[-2:] == [(408, "Login timed out"), (999, "Bye")]
+    assert sink.outcomes()[-2:] == [(2, "failed", "login-timeout"), (2, "refused", "login-timeout")]
+    assert not [e for e in sink.events if e.stage == 2 and e.accepted]
 
 
 class OneTimeCode:

@@ -8,6 +8,7 @@ import logging
 import shutil
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -238,6 +239,77 @@ def test_backend_timeout_denies(make_auth: Build, granted: Granted) -> None:
         assert failed(lambda: granted(auth).login("alice", "wonderland")).reason is Reason.TIMEOUT
     finally:
         release.set()
+
+
+def test_a_login_past_its_deadline_asks_no_backend(make_auth: Build, granted: Granted, sink: RecordingSink) -> None:
+    spy = Spy()
+    session = granted(make_auth(backends={"mem": spy}))
+    exc = failed(lambda: session.login("alice", "wonderland", deadline=time.monotonic() - 0.001))
+    assert (exc.stage, exc.reason) == (2, Reason.LOGIN_TIMEOUT)
+    assert spy.calls == 0
+    assert sink.outcomes()[-1] == (2, "refused", "login-timeout")
+    assert session.login("alice", "wonderland", deadline=time.monotonic() + 60).username == "alice"
+
+
+def test_an_answer_after_the_deadline_is_not_honoured(make_auth: Build, granted: Granted, sink: RecordingSink) -> None:
+    """A host that told its client "timed out" must not see the login
+    complete behind its back: the late allow is audited as a failure, and not
+    counted against the user (the password was right)."""
+
+    class Late:
+        def authenticate(self, attempt: Attempt) -> Verdict:
+            time.sleep(0.3)
+            return Verdict.allow()
+
+        def check_account(self, identity: Identity) -> Verdict:
+            return Verdict.allow()
+
+    auth = make_auth({"throttle": {"max_user_failures": 1}}, backends={"mem": Late()})
+    session = granted(auth)
+    exc = failed(lambda: session.login("alice", "wonderland", deadline=time.monotonic() + 0.05))
+    assert exc.reason is Reason.LOGIN_TIMEOUT
+    assert session.state is SessionState.TRANSPORT_OK  # closing it is the host's call (Session.abort)
+    event = sink.events[-1]
+    assert (event.outcome, event.reason, event.backend) == ("failed", Reason.LOGIN_TIMEOUT, "mem")
+    assert "after its deadline; not honoured" in event.detail
+    assert not [e for e in sink.events if e.accepted and e.stage == 2]
+    assert session.login("alice", "wonderland").username == "alice"  # not locked out by it
+
+
+def test_login_async_passes_its_deadline_on(make_auth: Build, granted: Granted, sink: RecordingSink) -> None:
+    """asyncio.wait_for gives up on the caller's side; with the same deadline
+    the login still running in its worker thread fails instead of completing."""
+    release = threading.Event()
+
+    class Blocking:
+        def authenticate(self, attempt: Attempt) -> Verdict:
+            release.wait(5)
+            return Verdict.allow()
+
+        def check_account(self, identity: Identity) -> Verdict:
+            return Verdict.allow()
+
+    session = granted(make_auth(backends={"mem": Blocking()}))
+
+    async def main() -> None:
+        deadline = time.monotonic() + 0.05
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(session.login_async("alice", "x", deadline=deadline), 0.05)
+        release.set()
+        await asyncio.get_running_loop().run_in_executor(
+            None, session.abort, Reason.LOGIN_TIMEOUT, "test"
+        )  # waits for the login's lock
+
+    asyncio.run(main())
+    assert sink.outcomes()[-2:] == [(2, "failed", "login-timeout"), (2, "refused", "login-timeout")]
+    assert session.state is SessionState.CLOSED
+
+
+@pytest.mark.parametrize("deadline", [True, "soon", [1.0]])
+def test_a_deadline_must_be_a_number(make_auth: Build, granted: Granted, deadline: Any) -> None:
+    session = granted(make_auth())
+    with pytest.raises(UsageError, match="deadline"):
+        session.login("alice", "wonderland", deadline=deadline)
 
 
 # ------------------------------------------------------------ conversation

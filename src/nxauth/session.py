@@ -14,6 +14,7 @@ import inspect
 import logging
 import secrets
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from functools import partial
 from types import MappingProxyType
@@ -46,6 +47,7 @@ NOT_COUNTED: Final = frozenset(
         Reason.TIMEOUT,
         Reason.CONVERSATION_UNAVAILABLE,
         Reason.AUDIT_FAILED,
+        Reason.LOGIN_TIMEOUT,
     }
 )
 INVALID_USER_REASONS: Final = frozenset({Reason.UNKNOWN_USER, Reason.NO_DECISION})
@@ -341,19 +343,29 @@ class Session:
         password: str | Secret,
         *,
         conversation: ConversationCallback | None = None,
+        deadline: float | None = None,
     ) -> Identity:
         """Stage 2: authenticate the real user.  Returns the :class:`Identity`;
         raises :class:`AuthenticationFailed` on any denial.
 
         ``conversation(prompt, echo) -> str`` relays a backend's further
-        questions (a one-time code, a new password) to the client."""
+        questions (a one-time code, a new password) to the client.
+
+        ``deadline`` (a :func:`time.monotonic` value) bounds the login for a
+        host that answers its client with a timeout: backends are not asked
+        past it, and an answer that comes after it is not honoured.  Either
+        way the login fails with ``Reason.LOGIN_TIMEOUT``, audited, and not
+        counted by the throttle.  It does not interrupt a backend (each has
+        its own ``timeout``)."""
         if not isinstance(password, str | Secret):
             raise UsageError(f"password must be a str or nxauth.Secret, not {type(password).__name__}")
         if conversation is not None and not callable(conversation):
             raise UsageError("conversation must be callable")
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, int | float)):
+            raise UsageError("deadline must be a time.monotonic() value")
         secret = Secret(password)
         with self._lock:
-            return self._login(username, secret, conversation)
+            return self._login(username, secret, conversation, deadline)
 
     async def login_async(
         self,
@@ -361,9 +373,13 @@ class Session:
         password: str | Secret,
         *,
         conversation: ConversationCallback | None = None,
+        deadline: float | None = None,
     ) -> Identity:
         """:meth:`login` run in the authenticator's bounded thread pool, so the
-        event loop never blocks.  ``conversation`` may be a coroutine function."""
+        event loop never blocks.  ``conversation`` may be a coroutine function.
+        A host that gives up waiting (``asyncio.wait_for``) should pass the
+        same ``deadline``: the login still running in its thread then fails
+        instead of completing unseen."""
         loop = asyncio.get_running_loop()
         relay: ConversationCallback | None = conversation
         if conversation is not None and inspect.iscoroutinefunction(conversation):
@@ -373,10 +389,16 @@ class Session:
                 return asyncio.run_coroutine_threadsafe(async_conversation(prompt, echo), loop).result()
 
         return await loop.run_in_executor(
-            self._auth.executor(), lambda: self.login(username, password, conversation=relay)
+            self._auth.executor(), lambda: self.login(username, password, conversation=relay, deadline=deadline)
         )
 
-    def _login(self, raw_username: object, password: Secret, conversation: ConversationCallback | None) -> Identity:
+    def _login(
+        self,
+        raw_username: object,
+        password: Secret,
+        conversation: ConversationCallback | None,
+        deadline: float | None,
+    ) -> Identity:
         shown = raw_username if isinstance(raw_username, str) else repr(type(raw_username))
         self._gate(2, "password", shown)
         auth = self._auth
@@ -400,7 +422,15 @@ class Session:
                 detail=f"{lockout.key} locked for {max(0.0, lockout.until - auth.clock()):.0f}s more",
             )
         try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _Denied(Reason.LOGIN_TIMEOUT, outcome="refused", detail="the login deadline had passed")
             identity, messages = self._stage2(username, password, conversation)
+            if deadline is not None and (late := time.monotonic() - deadline) >= 0:
+                raise _Denied(
+                    Reason.LOGIN_TIMEOUT,
+                    backend=identity.backend,
+                    detail=f"the backends allowed the login {late:.1f} s after its deadline; not honoured",
+                )
         except _Denied as denied:
             if denied.reason not in NOT_COUNTED:
                 self._record_failure(username)

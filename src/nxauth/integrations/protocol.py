@@ -293,8 +293,10 @@ def run_exchange(session: Session, dialogue: Dialogue, *, timeout: float | None)
                 return Secret(dialogue.ask(code, _clean_prompt(prompt), echo=echo, deadline=deadline))
 
             try:
-                identity = session.login(username, password, conversation=conversation)
-            except AuthenticationFailed:
+                identity = session.login(username, password, conversation=conversation, deadline=deadline)
+            except AuthenticationFailed as exc:
+                if exc.reason is Reason.LOGIN_TIMEOUT:
+                    raise LoginTimeout from None
                 if session.state is SessionState.CLOSED:
                     dialogue.tell(Code.TOO_MANY_ATTEMPTS, TEXTS[Code.TOO_MANY_ATTEMPTS])
                     dialogue.tell(Code.BYE, TEXTS[Code.BYE])
@@ -351,6 +353,9 @@ async def run_exchange_async(
     # A backend's question runs as its own task (login_async submits it from
     # the worker thread): cancelled with the exchange, so that login returns.
     questions: set[asyncio.Task[object]] = set()
+    # the login still running in a worker thread when wait_for gives up
+    # fails at this deadline instead of completing unseen
+    deadline = None if timeout is None else time.monotonic() + timeout
 
     async def exchange() -> Identity | None:
         await dialogue.tell(Code.GREETING, f"nxauth {__version__} protocol {PROTOCOL_VERSION}")
@@ -369,8 +374,10 @@ async def run_exchange_async(
                     questions.discard(task)
 
             try:
-                identity = await session.login_async(username, password, conversation=conversation)
-            except AuthenticationFailed:
+                identity = await session.login_async(username, password, conversation=conversation, deadline=deadline)
+            except AuthenticationFailed as exc:
+                if exc.reason is Reason.LOGIN_TIMEOUT:
+                    raise TimeoutError from None
                 if session.state is SessionState.CLOSED:
                     await dialogue.tell(Code.TOO_MANY_ATTEMPTS, TEXTS[Code.TOO_MANY_ATTEMPTS])
                     await dialogue.tell(Code.BYE, TEXTS[Code.BYE])
