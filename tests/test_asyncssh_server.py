@@ -440,6 +440,40 @@ def test_pty_mode_prompts_like_a_terminal(embedded: Callable[..., Running]) -> N
 
 
 @needs_ssh
+@pytest.mark.parametrize(
+    ("options", "terminal"),
+    [("restrict", False), ("no-pty", False), ("pty,restrict", False), ("restrict,pty", True)],
+)
+def test_the_keys_pty_permission_is_applied(
+    embedded: Callable[..., Running],
+    make_auth: Callable[..., nxauth.Authenticator],
+    transport_key: TransportKey,
+    options: str,
+    terminal: bool,
+) -> None:
+    """As sshd does: ``no-pty``, or ``restrict`` not followed by ``pty``,
+    refuses a terminal (``ssh -t`` then gives up, as it does with sshd); the
+    key still logs in without one, over the line protocol."""
+    auth = make_auth(backends={"keys": ListKeySource(f"{options} {transport_key.line}")})
+    srv = embedded(auth=auth)
+    result = srv.ssh(options=("-tt",), input="alice\rwonderland\r")
+    out, err = result.stdout.decode(), result.stderr.decode()
+    if terminal:
+        assert result.returncode == 0, out + err
+        assert "login: alice\r\nPassword: \r\n" in out and "NX>" not in out
+        assert "hello alice" in out
+        return
+    assert result.returncode == 255
+    assert "PTY allocation request failed" in err
+    assert "hello" not in out
+    srv.settle()
+    assert not [e for e in srv.sink.events if e.stage == 2 and e.accepted]
+    result = srv.ssh(input="alice\nwonderland\n")
+    assert result.returncode == 0
+    assert "NX> 101 User:" in result.stdout.decode() and "hello alice" in result.stdout.decode()
+
+
+@needs_ssh
 def test_pty_mode_line_editing(embedded: Callable[..., Running]) -> None:
     srv = embedded()
     # backspaces, ^U, an arrow key, CR LF as one Enter

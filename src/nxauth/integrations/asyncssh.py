@@ -103,10 +103,18 @@ EXIT_HANDLER_FAILED: Final = 1
 
 class _ExchangeProcess(asyncssh.SSHServerProcess[bytes]):
     """The session channel: a shell or any command runs the exchange (the
-    command is ignored, as with a forced command); subsystems are refused."""
+    command is ignored, as with a forced command); subsystems are refused; a
+    terminal only when the transport key's options allow one (``no-pty``, or
+    ``restrict`` without ``pty``, refuse it, as sshd does)."""
 
-    def __init__(self, run: Callable[[asyncssh.SSHServerProcess[bytes]], Awaitable[None]]) -> None:
+    def __init__(self, run: Callable[[asyncssh.SSHServerProcess[bytes]], Awaitable[None]], *, pty: bool) -> None:
         super().__init__(run, None, 3, False)
+        self._pty = pty
+
+    def pty_requested(
+        self, term_type: str, term_size: tuple[int, int, int, int], term_modes: Mapping[int, int]
+    ) -> bool:
+        return self._pty and super().pty_requested(term_type, term_size, term_modes)
 
     def shell_requested(self) -> bool:
         return True
@@ -299,9 +307,11 @@ class _Connection(asyncssh.SSHServer):
         return self._open_channel(self._session)
 
     async def _open_channel(self, session: Session) -> asyncssh.SSHServerSession[bytes]:
-        if not await self._granted or session.state is not SessionState.TRANSPORT_OK:
+        granted = await self._granted  # stage 1 may still be committing
+        grant = session.transport
+        if not granted or session.state is not SessionState.TRANSPORT_OK or grant is None:
             raise asyncssh.ChannelOpenError(asyncssh.OPEN_CONNECT_FAILED, "Session refused")
-        return _ExchangeProcess(self._run_channel)
+        return _ExchangeProcess(self._run_channel, pty="no-pty" not in grant.restrictions)
 
     def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
         return False  # ssh -L, -D
