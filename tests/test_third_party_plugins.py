@@ -107,7 +107,9 @@ def test_disabled_plugin_is_not_loaded(tmp_path: Path) -> None:
 def test_check_json_lists_totp(tmp_path: Path) -> None:
     code, info, stderr = check_json(write_config(tmp_path))
     assert code == 0, stderr
-    assert "totp" in info["plugins"]
+    # an entry point's plugin names its distribution; built-ins have none
+    assert info["plugins"]["totp"] == f"nxauth-totp {importlib.metadata.version('nxauth-totp')}"
+    assert info["plugins"]["nxauth.backends.passwords"] is None
     assert info["backend_kinds"]["totp"] == "totp"
     assert {"use": "totp", "control": "required", "kind": "totp"} in info["auth"]
     assert info["plugin_errors"] == []

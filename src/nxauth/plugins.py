@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, final
@@ -144,6 +145,11 @@ class BackendRegistry:
         return kind in self._factories
 
 
+# the distribution ("name version") of each plugin loaded from an entry point,
+# per plugin manager (pluggy records it only for its own entry-point loader)
+_DISTRIBUTIONS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
 def _name_of(plugin: object) -> str:
     return getattr(plugin, "__name__", None) or type(plugin).__name__
 
@@ -204,7 +210,9 @@ def make_plugin_manager(
                     PluginError(f"cannot load entry point {ep.value}: {type(exc).__name__}: {exc}", plugin=ep.name)
                 )
                 continue
-            _register(pm, plugin, ep.name, errors)
+            dist = getattr(ep, "dist", None)  # None for an entry point made by hand
+            if _register(pm, plugin, ep.name, errors) and dist is not None:
+                _DISTRIBUTIONS.setdefault(pm, {})[ep.name] = f"{dist.name} {dist.version}"
 
     for plugin in plugins:
         name = _name_of(plugin)
@@ -255,10 +263,8 @@ def collect_backends(pm: pluggy.PluginManager, errors: list[PluginError]) -> Bac
 
 
 def describe_plugins(pm: pluggy.PluginManager) -> Mapping[str, Any]:
-    """Names and distributions of the loaded plugins (for ``nxauth check``)."""
-    result: dict[str, Any] = {}
-    dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}
-    for name, plugin in pm.list_name_plugin():
-        dist = dists.get(id(plugin))
-        result[name] = f"{dist.project_name} {dist.version}" if dist is not None else None
-    return result
+    """Each loaded plugin's name and, for one loaded from an entry point, its
+    distribution as ``"name version"`` (``None`` for built-ins and plugins
+    given from code); for ``nxauth check``."""
+    distributions = _DISTRIBUTIONS.get(pm, {})
+    return {name: distributions.get(name) for name, _plugin in pm.list_name_plugin()}

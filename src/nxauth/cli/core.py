@@ -46,7 +46,8 @@ def cmd_check(args: argparse.Namespace) -> int:
                 out("  (empty: denies everyone)\n")
             for index, entry in enumerate(info[title], 1):
                 out(f"  {index}. {entry['control']:<11} {entry['use']:<16} ({entry['kind']})\n")
-        out("plugins:       " + (", ".join(info["plugins"]) or "none") + "\n")
+        plugins = [f"{name} ({dist})" if dist else name for name, dist in info["plugins"].items()]
+        out("plugins:       " + (", ".join(plugins) or "none") + "\n")
         for error in info["plugin_errors"]:
             out(f"plugin error:  {error}\n")
     return EXIT_FAIL if info["plugin_errors"] else EXIT_OK
