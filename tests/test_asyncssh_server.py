@@ -796,6 +796,7 @@ def test_server_as_context_manager_closes_connections(
             if (1, "accepted", "ok") in srv.events(1):
                 break
             await asyncio.sleep(0.01)
+        assert (1, "accepted", "ok") in srv.events(1)
         async with srv.server:
             pass
         await asyncio.wait_for(conn.wait_closed(), 10)

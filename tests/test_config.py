@@ -112,6 +112,7 @@ BAD: list[Any] = [
     [
         ("ssh-ed25519 ", "unknown key type 'ssh-ed25519 '; supported: ecdsa-sha2-nistp256, "),
         ("ssh-dss", "ssh-dss (DSA) keys are never accepted"),
+        ("ssh-dss-cert-v01@openssh.com", "ssh-dss (DSA) keys are never accepted"),
         ("rsa-sha2-512", "'rsa-sha2-512' is a signature algorithm: the key type is 'ssh-rsa'"),
         ("sk-ssh-ed25519-cert-v01@openssh.com", "list 'sk-ssh-ed25519@openssh.com', which covers its certificates"),
     ],

@@ -308,6 +308,52 @@ def test_async_exchange_does_not_let_a_late_login_complete(
     assert not [e for e in sink.events if e.stage == 2 and e.accepted]
 
 
+def test_async_exchange_keeps_a_login_allowed_just_inside_its_deadline(
+    tmp_path: Path, transport_key: TransportKey, sink: RecordingSink
+) -> None:
+    """The backend allows in time, but recording it (a slow audit sink) ends
+    after wait_for gave up: the login was accepted and audited, so the client
+    is told so, not 408 on an authenticated session."""
+    import asyncio
+
+    class SlowSink:
+        @nxauth.hookimpl
+        def nxauth_auth_event(self, event: nxauth.AuthEvent) -> None:
+            if event.accepted and event.stage == 2:
+                time.sleep(0.4)
+
+    class Dialogue:
+        def __init__(self) -> None:
+            self.answers = ["alice", "pw"]
+            self.told: list[tuple[int, str]] = []
+
+        async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
+            return self.answers.pop(0)
+
+        async def tell(self, code: Code, text: str) -> None:
+            self.told.append((int(code), text))
+
+    with nxauth.Authenticator.from_mapping(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "transport": {"key_sources": ["keys"]},
+            "auth": [{"use": "late"}],
+            "account": [{"use": "late"}],
+        },
+        backends={"late": LateAllow(0.1), "keys": ListKeySource(transport_key.line)},
+        plugins=[sink, SlowSink()],
+    ) as auth:
+        session = auth.open_session(peer=("198.51.100.7", 52100))
+        session.check_transport_key("nx", transport_key.line)
+        dialogue = Dialogue()
+        identity = asyncio.run(run_exchange_async(session, dialogue, timeout=0.3))
+    assert identity is not None and identity.username == "alice"
+    assert session.state is nxauth.SessionState.AUTHENTICATED
+    assert dialogue.told[-1] == (200, "Authenticated alice")
+    assert 408 not in [code for code, _ in dialogue.told]
+    assert sink.outcomes()[-1] == (2, "accepted", "ok")
+
+
 class OneTimeCode:
     """A backend that asks a second question through the conversation."""
 

@@ -264,11 +264,12 @@ def test_an_answer_after_the_deadline_is_not_honoured(make_auth: Build, granted:
         def check_account(self, identity: Identity) -> Verdict:
             return Verdict.allow()
 
-    auth = make_auth({"throttle": {"max_user_failures": 1}}, backends={"mem": Late()})
+    auth = make_auth({"throttle": {"max_user_failures": 1}, "session": {"max_attempts": 1}}, backends={"mem": Late()})
     session = granted(auth)
     exc = failed(lambda: session.login("alice", "wonderland", deadline=time.monotonic() + 0.05))
     assert exc.reason is Reason.LOGIN_TIMEOUT
     assert session.state is SessionState.TRANSPORT_OK  # closing it is the host's call (Session.abort)
+    assert (0, "refused", "too-many-attempts") not in sink.outcomes()  # not an attempt of the user's
     event = sink.events[-1]
     assert (event.outcome, event.reason, event.backend) == ("failed", Reason.LOGIN_TIMEOUT, "mem")
     assert "after its deadline; not honoured" in event.detail

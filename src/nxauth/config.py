@@ -487,7 +487,7 @@ def _check_key_types(tr: _Reader) -> frozenset[str] | None:
     for index, name in enumerate(names):
         if name in PLAIN_KEY_TYPES and name != DSS:
             continue
-        if name == DSS:
+        if name == DSS or _CERT_BASE.get(name) == DSS:
             why = "ssh-dss (DSA) keys are never accepted"
         elif name in _CERT_BASE:
             why = f"names a certificate type: list {_CERT_BASE[name]!r}, which covers its certificates"

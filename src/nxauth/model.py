@@ -303,7 +303,8 @@ class AuthEvent:
     session, bad input).  ``username`` is the name the decision is about,
     cut to 100 characters: the canonical form (``usernames`` settings
     applied) once the name could be normalized, the name as the client sent
-    it otherwise (an invalid name, stage 1).  A backend may have reported
+    it otherwise (stage 1, an invalid name, a refusal before normalizing:
+    closed session, stage order).  A backend may have reported
     another name for the user: that one is ``Identity.username``.
     ``invalid_user`` says the user is unknown.
     """

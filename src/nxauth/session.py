@@ -352,11 +352,14 @@ class Session:
         questions (a one-time code, a new password) to the client.
 
         ``deadline`` (a :func:`time.monotonic` value) bounds the login for a
-        host that answers its client with a timeout: backends are not asked
-        past it, and an answer that comes after it is not honoured.  Either
-        way the login fails with ``Reason.LOGIN_TIMEOUT``, audited, and not
-        counted by the throttle.  It does not interrupt a backend (each has
-        its own ``timeout``)."""
+        host that answers its client with a timeout: a login that starts
+        after it asks no backend, and an allow that comes after it is not
+        honoured.  Either way the login fails with ``Reason.LOGIN_TIMEOUT``,
+        audited, counted neither by the throttle nor against
+        ``session.max_attempts`` (closing the session is the host's call:
+        :meth:`abort`).  It does not interrupt a backend (each has its own
+        ``timeout``), and the backends of a login already under way are
+        all asked."""
         if not isinstance(password, str | Secret):
             raise UsageError(f"password must be a str or nxauth.Secret, not {type(password).__name__}")
         if conversation is not None and not callable(conversation):
@@ -440,6 +443,7 @@ class Session:
                 "password",
                 username,
                 outcome=denied.outcome,
+                count=denied.reason is not Reason.LOGIN_TIMEOUT,  # the host closes the session (abort)
                 backend=denied.backend,
                 invalid_user=denied.reason in INVALID_USER_REASONS,
                 detail=denied.detail,

@@ -356,6 +356,9 @@ async def run_exchange_async(
     # the login still running in a worker thread when wait_for gives up
     # fails at this deadline instead of completing unseen
     deadline = None if timeout is None else time.monotonic() + timeout
+    # that login, shielded from wait_for's cancellation: its outcome is the
+    # session's to decide (an allow just inside the deadline stands)
+    in_flight: asyncio.Future[Identity] | None = None
 
     async def exchange() -> Identity | None:
         await dialogue.tell(Code.GREETING, f"nxauth {__version__} protocol {PROTOCOL_VERSION}")
@@ -373,11 +376,15 @@ async def run_exchange_async(
                 finally:
                     questions.discard(task)
 
+            nonlocal in_flight
+            in_flight = asyncio.ensure_future(
+                session.login_async(username, password, conversation=conversation, deadline=deadline)
+            )
             try:
-                identity = await session.login_async(username, password, conversation=conversation, deadline=deadline)
+                identity = await asyncio.shield(in_flight)
             except AuthenticationFailed as exc:
                 if exc.reason is Reason.LOGIN_TIMEOUT:
-                    raise TimeoutError from None
+                    raise TimeoutError from None  # the branch below: 408
                 if session.state is SessionState.CLOSED:
                     await dialogue.tell(Code.TOO_MANY_ATTEMPTS, TEXTS[Code.TOO_MANY_ATTEMPTS])
                     await dialogue.tell(Code.BYE, TEXTS[Code.BYE])
@@ -400,9 +407,22 @@ async def run_exchange_async(
         session.abort(Reason.CLIENT_GONE, f"client closed the channel ({exc})")
     except TimeoutError:
         # a login may still run in a worker thread, holding the session's lock
-        # (and waiting for a question's answer): abort off the event loop
+        # (and waiting for a question's answer): let it end, then abort off
+        # the event loop
         for task in list(questions):
             task.cancel()
+        if in_flight is not None:
+            late: Identity | None
+            try:
+                late = await in_flight
+            except (Exception, asyncio.CancelledError):  # noqa: BLE001 - denied (audited) or broken: no login
+                late = None
+            if late is not None:  # allowed within its deadline, audited as accepted: it stands
+                try:
+                    await dialogue.tell(Code.AUTHENTICATED, f"Authenticated {late.username}")
+                except (ClientGone, OSError):
+                    return None
+                return late
         await asyncio.get_running_loop().run_in_executor(
             None, session.abort, Reason.LOGIN_TIMEOUT, f"no login within {timeout:g} s"
         )
