@@ -232,6 +232,20 @@ def test_login_timeout(tmp_path: Path, transport_key: TransportKey, sink: Record
     assert sink.events[-1].reason is nxauth.Reason.LOGIN_TIMEOUT
 
 
+class ScriptedDialogue:
+    """An :class:`AsyncDialogue` that answers from a list and records what it was told."""
+
+    def __init__(self, *answers: str) -> None:
+        self.answers = list(answers)
+        self.told: list[tuple[int, str]] = []
+
+    async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
+        return self.answers.pop(0)
+
+    async def tell(self, code: Code, text: str) -> None:
+        self.told.append((int(code), text))
+
+
 class LateAllow:
     """A backend that allows everyone, after ``delay`` seconds."""
 
@@ -278,17 +292,6 @@ def test_async_exchange_does_not_let_a_late_login_complete(
     runs in a worker thread; that login then fails instead of completing."""
     import asyncio
 
-    class Dialogue:
-        def __init__(self) -> None:
-            self.answers = ["alice", "pw"]
-            self.told: list[tuple[int, str]] = []
-
-        async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
-            return self.answers.pop(0)
-
-        async def tell(self, code: Code, text: str) -> None:
-            self.told.append((int(code), text))
-
     with nxauth.Authenticator.from_mapping(
         {
             "state_dir": str(tmp_path / "state"),
@@ -301,7 +304,7 @@ def test_async_exchange_does_not_let_a_late_login_complete(
     ) as auth:
         session = auth.open_session(peer=("198.51.100.7", 52100))
         session.check_transport_key("nx", transport_key.line)
-        dialogue = Dialogue()
+        dialogue = ScriptedDialogue("alice", "pw")
         assert asyncio.run(run_exchange_async(session, dialogue, timeout=0.3)) is None
     assert dialogue.told[-2:] == [(408, "Login timed out"), (999, "Bye")]
     assert sink.outcomes()[-2:] == [(2, "failed", "login-timeout"), (2, "refused", "login-timeout")]
@@ -322,17 +325,6 @@ def test_async_exchange_keeps_a_login_allowed_just_inside_its_deadline(
             if event.accepted and event.stage == 2:
                 time.sleep(0.4)
 
-    class Dialogue:
-        def __init__(self) -> None:
-            self.answers = ["alice", "pw"]
-            self.told: list[tuple[int, str]] = []
-
-        async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
-            return self.answers.pop(0)
-
-        async def tell(self, code: Code, text: str) -> None:
-            self.told.append((int(code), text))
-
     with nxauth.Authenticator.from_mapping(
         {
             "state_dir": str(tmp_path / "state"),
@@ -345,7 +337,7 @@ def test_async_exchange_keeps_a_login_allowed_just_inside_its_deadline(
     ) as auth:
         session = auth.open_session(peer=("198.51.100.7", 52100))
         session.check_transport_key("nx", transport_key.line)
-        dialogue = Dialogue()
+        dialogue = ScriptedDialogue("alice", "pw")
         identity = asyncio.run(run_exchange_async(session, dialogue, timeout=0.3))
     assert identity is not None and identity.username == "alice"
     assert session.state is nxauth.SessionState.AUTHENTICATED

@@ -50,6 +50,20 @@ class Spy:
         return Verdict.allow(groups={"listed"})
 
 
+class Blocking:
+    """Allows everyone once ``release`` is set (at most 5 s)."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+
+    def authenticate(self, attempt: Attempt) -> Verdict:
+        self.release.wait(5)
+        return Verdict.allow()
+
+    def check_account(self, identity: Identity) -> Verdict:
+        return Verdict.allow()
+
+
 def failed(call: Callable[[], object]) -> AuthenticationFailed:
     with pytest.raises(AuthenticationFailed) as info:
         call()
@@ -280,17 +294,9 @@ def test_an_answer_after_the_deadline_is_not_honoured(make_auth: Build, granted:
 def test_login_async_passes_its_deadline_on(make_auth: Build, granted: Granted, sink: RecordingSink) -> None:
     """asyncio.wait_for gives up on the caller's side; with the same deadline
     the login still running in its worker thread fails instead of completing."""
-    release = threading.Event()
-
-    class Blocking:
-        def authenticate(self, attempt: Attempt) -> Verdict:
-            release.wait(5)
-            return Verdict.allow()
-
-        def check_account(self, identity: Identity) -> Verdict:
-            return Verdict.allow()
-
-    session = granted(make_auth(backends={"mem": Blocking()}))
+    blocking = Blocking()
+    release = blocking.release
+    session = granted(make_auth(backends={"mem": blocking}))
 
     async def main() -> None:
         deadline = time.monotonic() + 0.05
@@ -356,17 +362,9 @@ def test_login_async_with_async_conversation(make_auth: Build, granted: Granted)
 
 
 def test_login_async_does_not_block_the_loop(make_auth: Build, granted: Granted) -> None:
-    release = threading.Event()
-
-    class Blocking:
-        def authenticate(self, attempt: Attempt) -> Verdict:
-            release.wait(5)
-            return Verdict.allow()
-
-        def check_account(self, identity: Identity) -> Verdict:
-            return Verdict.allow()
-
-    session = granted(make_auth(backends={"mem": Blocking()}))
+    blocking = Blocking()
+    release = blocking.release
+    session = granted(make_auth(backends={"mem": blocking}))
 
     async def main() -> str:
         task = asyncio.create_task(session.login_async("alice", "x"))
