@@ -477,7 +477,6 @@ def _check_key_types(tr: _Reader) -> frozenset[str] | None:
     (``None`` when left out).  A misspelled name would only refuse more keys
     without a word, so every name is checked."""
     if "allowed_key_types" not in tr.table:
-        tr.used.add("allowed_key_types")
         return None
     names = tr.strings("allowed_key_types", ())
     if not names:

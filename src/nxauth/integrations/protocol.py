@@ -391,8 +391,7 @@ async def run_exchange_async(
                     return None
                 await dialogue.tell(Code.FAILED, TEXTS[Code.FAILED])
                 continue
-            await dialogue.tell(Code.AUTHENTICATED, f"Authenticated {identity.username}")
-            return identity
+            return identity  # announced below, once, even if wait_for gave up meanwhile
 
     async def goodbye(code: Code, text: str | None = None) -> None:
         try:
@@ -401,8 +400,9 @@ async def run_exchange_async(
         except (ClientGone, OSError):
             pass
 
+    identity: Identity | None = None
     try:
-        return await asyncio.wait_for(exchange(), timeout)
+        identity = await asyncio.wait_for(exchange(), timeout)
     except ClientGone as exc:
         session.abort(Reason.CLIENT_GONE, f"client closed the channel ({exc})")
     except TimeoutError:
@@ -412,25 +412,25 @@ async def run_exchange_async(
         for task in list(questions):
             task.cancel()
         if in_flight is not None:
-            late: Identity | None
             try:
-                late = await in_flight
+                identity = await in_flight  # allowed within its deadline, audited as accepted: it stands
             except (Exception, asyncio.CancelledError):  # noqa: BLE001 - denied (audited) or broken: no login
-                late = None
-            if late is not None:  # allowed within its deadline, audited as accepted: it stands
-                try:
-                    await dialogue.tell(Code.AUTHENTICATED, f"Authenticated {late.username}")
-                except (ClientGone, OSError):
-                    return None
-                return late
-        await asyncio.get_running_loop().run_in_executor(
-            None, session.abort, Reason.LOGIN_TIMEOUT, f"no login within {timeout:g} s"
-        )
-        await goodbye(Code.TIMED_OUT)
+                identity = None
+        if identity is None:
+            await asyncio.get_running_loop().run_in_executor(
+                None, session.abort, Reason.LOGIN_TIMEOUT, f"no login within {timeout:g} s"
+            )
+            await goodbye(Code.TIMED_OUT)
     except ProtocolViolation as exc:
         session.abort(Reason.PROTOCOL_ERROR, str(exc))
         await goodbye(Code.BAD_REQUEST, "Bad request")
-    return None
+    if identity is None:
+        return None
+    try:
+        await dialogue.tell(Code.AUTHENTICATED, f"Authenticated {identity.username}")
+    except ClientGone:
+        return None
+    return identity
 
 
 def decode_line(line: bytes) -> str:
