@@ -124,11 +124,11 @@ def main() -> int:
             entry_points=False,
         )
         defaults = nxauth.Authenticator({"state_dir": str(work / "defaults"), "audit": {"log": False}})
-        from nxauth.authorized_keys import AuthorizedKey, KeyOptions
+        from nxauth.backends.hashing import PasswordHasher
         from nxauth.backends.keystore import KeyStore
-        from nxauth.hashing import PasswordHasher
-        from nxauth.keys import parse_public_key
-        from nxauth.userdb import UserDatabase
+        from nxauth.backends.userdb import UserDatabase
+        from nxauth.keys.authorized_keys import AuthorizedKey, KeyOptions
+        from nxauth.keys.formats import parse_public_key
 
         KeyStore(defaults.store).add("nx", AuthorizedKey(parse_public_key(key.line), KeyOptions(restrict=True)))
         UserDatabase(defaults.store).add("alice", password_hash=PasswordHasher().hash(nxauth.Secret(PASSWORD)))

@@ -113,7 +113,7 @@ def nxauth_cli(*argv: str, stdin: str | None = None) -> str:
 
 def fill_keystore(config: Path, count: int, real_line: str) -> None:
     import nxauth
-    from nxauth.authorized_keys import parse_authorized_key
+    from nxauth.keys.authorized_keys import parse_authorized_key
 
     auth = nxauth.Authenticator.from_file(config, entry_points=False)
     now = time.time()

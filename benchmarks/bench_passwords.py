@@ -38,9 +38,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import nxauth
+from nxauth.backends.hashing import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
 from nxauth.backends.passwords import PasswordsBackend
-from nxauth.hashing import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
-from nxauth.userdb import ImportEntry, UserDatabase
+from nxauth.backends.userdb import ImportEntry, UserDatabase
 
 PASSWORD = "bench-Password-1"
 LATENCY_RATIO_TARGET = 1.1

@@ -23,8 +23,8 @@ from pathlib import Path
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from nxauth.keys import decode_public_key, parse_public_key
-from nxauth.sshsig import parse_sshsig, verify_sshsig
+from nxauth.keys.formats import decode_public_key, parse_public_key
+from nxauth.keys.sshsig import parse_sshsig, verify_sshsig
 
 TARGET_US = 1000.0
 NAMESPACE = "nxauth"

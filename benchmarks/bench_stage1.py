@@ -26,9 +26,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import nxauth
-from nxauth.authorized_keys import parse_authorized_key
-from nxauth.keypolicy import KeyPolicy, evaluate_key, lookup_blob
-from nxauth.keys import parse_public_key
+from nxauth.keys.authorized_keys import parse_authorized_key
+from nxauth.keys.formats import parse_public_key
+from nxauth.keys.policy import KeyPolicy, evaluate_key, lookup_blob
 
 TARGET_RATIO = 1.5
 TARGET_US = 20.0

@@ -43,7 +43,7 @@ class ListKeySource:
         self.calls = 0
 
     def authorized_keys(self, account: str) -> list[Any]:
-        from nxauth.authorized_keys import parse_authorized_key
+        from nxauth.keys.authorized_keys import parse_authorized_key
 
         self.calls += 1
         entries = [parse_authorized_key(line) for line in self.lines]

@@ -861,7 +861,7 @@ def test_the_core_does_not_import_asyncssh() -> None:
     code = (
         "import sys, nxauth, nxauth.cli, nxauth.cli.serve, nxauth.cli.demo; nxauth.cli.build_parser(); "
         "assert 'asyncio' not in sys.modules, 'asyncio imported'; "
-        "import nxauth.demo, nxauth.integrations.protocol, nxauth.integrations.hostkey; "
+        "import nxauth.cli.demo_run, nxauth.integrations.protocol, nxauth.integrations.hostkey; "
         "assert 'asyncssh' not in sys.modules, 'asyncssh imported'"
     )
     env = {**os.environ, "PYTHONPATH": ""}

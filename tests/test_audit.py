@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from nxauth import AuthEvent, Peer, Reason
-from nxauth.audit import JsonLinesSink, SyslogSink, format_event
+from nxauth.core.audit import JsonLinesSink, SyslogSink, format_event
 
 PEER = Peer("198.51.100.7", 52100)
 

@@ -11,7 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from nxauth.authorized_keys import (
+from nxauth.errors import KeyFormatError
+from nxauth.keys.authorized_keys import (
     AuthorizedKey,
     KeyOptions,
     format_options,
@@ -22,8 +23,7 @@ from nxauth.authorized_keys import (
     parse_expiry_time,
     read_authorized_keys,
 )
-from nxauth.errors import KeyFormatError
-from nxauth.keys import parse_public_key
+from nxauth.keys.formats import parse_public_key
 
 KEY = (
     ed25519.Ed25519PrivateKey.generate()

@@ -18,11 +18,11 @@ from hypothesis import strategies as st
 
 import nxauth
 from conftest import TransportKey
-from nxauth.authorized_keys import parse_authorized_key
 from nxauth.cli import main
-from nxauth.hookspecs import HookimplMarker, HookspecMarker
 from nxauth.integrations.openssh import sshd_config_block
-from nxauth.keys import decode_public_key, parse_public_key
+from nxauth.keys.authorized_keys import parse_authorized_key
+from nxauth.keys.formats import decode_public_key, parse_public_key
+from nxauth.plugins.hookspecs import HookimplMarker, HookspecMarker
 
 
 def run(config: Path, *argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -142,7 +142,7 @@ def test_a_plugin_key_source_takes_the_full_path(tmp_path: Path, transport_key: 
     plugin = tmp_path / "memkeys.py"
     plugin.write_text(
         "import nxauth\n"
-        "from nxauth.authorized_keys import parse_authorized_key\n"
+        "from nxauth.keys.authorized_keys import parse_authorized_key\n"
         f"LINE = {transport_key.line!r}\n"
         "class Source:\n"
         "    def authorized_keys(self, account):\n"
@@ -252,7 +252,7 @@ def test_point_validation_agrees_with_cryptography(curve: ec.EllipticCurve, flip
 @given(e=st.integers(min_value=0, max_value=70000), n=st.integers(min_value=0, max_value=2**64))
 def test_rsa_number_checks_are_at_least_cryptographys(e: int, n: int) -> None:
     """What parsing accepts, cryptography accepts (parsing also wants an odd modulus)."""
-    from nxauth.keys import _check_rsa
+    from nxauth.keys.formats import _check_rsa
 
     try:
         rsa.RSAPublicNumbers(e, n).public_key()

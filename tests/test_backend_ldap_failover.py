@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from nxauth import Decision, Reason, Secret, Verdict
-from nxauth.backends._ldap_conn import ServerSet, ServerSpec
+from nxauth.backends.ldap.connection import ServerSet, ServerSpec
 from nxauth.testing import make_attempt, make_identity
 from servers.slapd import (
     PASSWORDS,

@@ -144,7 +144,7 @@ def test_tls_1_1_is_refused(server: Slapd, tls: TlsFiles) -> None:
     import socket
     import ssl
 
-    from nxauth.backends._ldap_conn import make_ssl_context
+    from nxauth.backends.ldap.connection import make_ssl_context
 
     context = make_ssl_context(ca_file=str(tls.ca_cert))
     assert context.minimum_version >= ssl.TLSVersion.TLSv1_2

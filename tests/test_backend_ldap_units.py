@@ -15,11 +15,10 @@ from hypothesis import strategies as st
 
 import nxauth
 from nxauth import ConfigError, Reason, Secret
-from nxauth.backends import _ldap_ad as ad
-from nxauth.backends import _ldap_filter as filters
-from nxauth.backends import _ldap_wire as wire
-from nxauth.backends._ldap_conn import make_ssl_context, parse_uri
-from nxauth.backends._ldap_escape import (
+from nxauth.backends.ldap import ad, build_ldap_backend, wire
+from nxauth.backends.ldap import filter as filters
+from nxauth.backends.ldap.connection import make_ssl_context, parse_uri
+from nxauth.backends.ldap.escape import (
     DnTemplate,
     check_ad_logon_name,
     escape_filter_value,
@@ -28,9 +27,8 @@ from nxauth.backends._ldap_escape import (
     normalize_dn,
     parse_dn,
 )
-from nxauth.backends.ldap import build_ldap_backend
 from nxauth.config import BackendConfig, Config, SecretRef
-from nxauth.plugins import BackendContext
+from nxauth.plugins.manager import BackendContext
 from nxauth.testing import make_attempt
 
 ldap3 = pytest.importorskip("ldap3")

@@ -22,9 +22,9 @@ import pytest
 
 import nxauth
 from nxauth import Attempt, AuthenticationFailed, ConfigError, Decision, Peer, PluginError, Reason, Secret
-from nxauth.backends import _libpam
 from nxauth.backends import pam as pam_module
 from nxauth.backends.pam import REASONS, PamBackend
+from nxauth.backends.pam import libpam as _libpam
 from nxauth.model import UNKNOWN_PEER
 from nxauth.testing import (
     SENTINEL_PASSWORD,

@@ -14,11 +14,11 @@ from passlib import hash as passlib_hash
 
 import nxauth
 from nxauth import AuthenticationFailed, ConfigError, Decision, Reason, Secret
+from nxauth.backends.hashing import PasswordHasher
 from nxauth.backends.passwords import PasswordsBackend
-from nxauth.hashing import PasswordHasher
-from nxauth.store import Store
+from nxauth.backends.userdb import UserDatabase
+from nxauth.store.sqlite import Store
 from nxauth.testing import AuthBackendContract, RecordingSink, make_attempt
-from nxauth.userdb import UserDatabase
 
 CHEAP = {"time_cost": 1, "memory_cost": 8192}
 PASSWORD = "wonderland-Rabbit-7"

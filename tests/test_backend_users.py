@@ -10,10 +10,10 @@ import pytest
 
 import nxauth
 from nxauth import AuthenticationFailed, Decision, Reason
+from nxauth.backends.userdb import UserDatabase
 from nxauth.backends.users import UsersBackend
-from nxauth.store import Store
+from nxauth.store.sqlite import Store
 from nxauth.testing import AccountBackendContract, RecordingSink, make_identity
-from nxauth.userdb import UserDatabase
 
 
 @pytest.fixture

@@ -18,10 +18,10 @@ import pytest
 from passlib import hash as passlib_hash
 
 from nxauth import Secret
+from nxauth.backends.hashing import PasswordHasher
+from nxauth.backends.userdb import UserDatabase
 from nxauth.cli import main
-from nxauth.hashing import PasswordHasher
-from nxauth.store import Store
-from nxauth.userdb import UserDatabase
+from nxauth.store.sqlite import Store
 
 CHEAP_TOML = "[backends.passwords]\ntime_cost = 1\nmemory_cost = 8192\n"
 PASSWORD = "Correct-Horse-42"

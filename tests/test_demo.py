@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nxauth.demo import run_demo
+from nxauth.cli.demo_run import run_demo
 
 SCRIPT = shutil.which("nxauth") or str(Path(sys.executable).parent / "nxauth")
 

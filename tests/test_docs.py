@@ -16,8 +16,9 @@ import pytest
 
 import nxauth
 from docs_support import DOCS, backend_options, code_blocks
-from nxauth import config, hookspecs
+from nxauth import config
 from nxauth.cli import build_parser
+from nxauth.plugins import hookspecs
 
 
 def section_body(text: str, heading: str) -> str:

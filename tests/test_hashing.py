@@ -1,4 +1,4 @@
-"""nxauth.hashing: argon2id by default, legacy schemes upgraded, bcrypt never
+"""nxauth.backends.hashing: argon2id by default, legacy schemes upgraded, bcrypt never
 truncated, refusals before any hashing."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import pytest
 from passlib import hash as passlib_hash
 
 from nxauth import Secret, UsageError
-from nxauth.hashing import (
+from nxauth.backends.hashing import (
     BCRYPT_MAX_BYTES,
     MAX_PASSWORD_BYTES,
     HashCheck,

@@ -16,10 +16,10 @@ import pytest
 import nxauth
 from conftest import PEER, TransportKey
 from nxauth import AuthenticationFailed, ConfigError, Reason
-from nxauth.authorized_keys import parse_authorized_key
 from nxauth.backends.keystore import KeyStore
 from nxauth.cli import EXIT_FAIL, EXIT_OK, main
-from nxauth.store import Store
+from nxauth.keys.authorized_keys import parse_authorized_key
+from nxauth.store.sqlite import Store
 
 ssh_keygen = shutil.which("ssh-keygen")
 needs_ssh_keygen = pytest.mark.skipif(ssh_keygen is None, reason="ssh-keygen (openssh-client) is not installed")

@@ -1,4 +1,4 @@
-"""The stage-1 decision (nxauth.keypolicy.evaluate_key) with keys and certificates from the real ssh-keygen.
+"""The stage-1 decision (nxauth.keys.policy.evaluate_key) with keys and certificates from the real ssh-keygen.
 
 Security-key public keys are built by hand from software Ed25519 keys (no
 FIDO token is available); ssh-keygen signs certificates for them all the
@@ -17,9 +17,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from nxauth.authorized_keys import AuthorizedKey, parse_authorized_key
-from nxauth.keypolicy import KeyDecision, KeyPolicy, evaluate_key, lookup_blob
-from nxauth.keys import PublicKey, decode_public_key, parse_public_key
+from nxauth.keys.authorized_keys import AuthorizedKey, parse_authorized_key
+from nxauth.keys.formats import PublicKey, decode_public_key, parse_public_key
+from nxauth.keys.policy import KeyDecision, KeyPolicy, evaluate_key, lookup_blob
 from nxauth.model import Reason
 
 SSH_KEYGEN = shutil.which("ssh-keygen")

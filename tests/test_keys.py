@@ -1,4 +1,4 @@
-"""nxauth.keys against keys made by the real ssh-keygen.
+"""nxauth.keys.formats against keys made by the real ssh-keygen.
 
 Security-key (sk-*) keys cannot be generated without a FIDO token, so
 :func:`sk_key` builds their blobs by hand from a software Ed25519/ECDSA key
@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from nxauth.errors import KeyFormatError
-from nxauth.keys import (
+from nxauth.keys.formats import (
     PublicKey,
     coerce_public_key,
     decode_public_key,
@@ -31,7 +31,7 @@ from nxauth.keys import (
     verify_signature,
     verify_signature_detailed,
 )
-from nxauth.sshsig import parse_sshsig
+from nxauth.keys.sshsig import parse_sshsig
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 pytestmark = pytest.mark.skipif(SSH_KEYGEN is None, reason="OpenSSH ssh-keygen is not installed")

@@ -17,13 +17,19 @@ from cryptography.hazmat.primitives.serialization import SSHCertificateBuilder, 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nxauth.authorized_keys import AuthorizedKey, KeyOptions, match_from, parse_authorized_key, parse_authorized_keys
-from nxauth.certificates import Certificate, decode_certificate
 from nxauth.errors import KeyFormatError
-from nxauth.keypolicy import KeyPolicy, evaluate_key, lookup_blob
-from nxauth.keys import KEY_TYPES, PublicKey, decode_public_key, parse_public_key, verify_signature
+from nxauth.keys.authorized_keys import (
+    AuthorizedKey,
+    KeyOptions,
+    match_from,
+    parse_authorized_key,
+    parse_authorized_keys,
+)
+from nxauth.keys.certificates import Certificate, decode_certificate
+from nxauth.keys.formats import KEY_TYPES, PublicKey, decode_public_key, parse_public_key, verify_signature
+from nxauth.keys.policy import KeyPolicy, evaluate_key, lookup_blob
+from nxauth.keys.sshsig import parse_sshsig, verify_sshsig
 from nxauth.model import Reason
-from nxauth.sshsig import parse_sshsig, verify_sshsig
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

@@ -13,7 +13,7 @@ import pytest
 
 import nxauth
 from nxauth import BackendContext, BackendRegistry, ConfigError, PluginError, Verdict, hookimpl
-from nxauth.plugins import collect_backends, make_plugin_manager
+from nxauth.plugins.manager import collect_backends, make_plugin_manager
 from nxauth.testing import MemoryBackend
 
 

@@ -25,7 +25,7 @@ from nxauth.integrations.protocol import (
     identity_environment,
     run_exchange_async,
 )
-from nxauth.keys import parse_public_key
+from nxauth.keys.formats import parse_public_key
 from nxauth.testing import RecordingSink
 
 PASSWORD = "s3cret-Pa55"
@@ -53,8 +53,8 @@ def login_auth(tmp_path: Path, sink: RecordingSink, transport_key: TransportKey)
         backends={"keys": ListKeySource(transport_key.line)},
         plugins=[sink],
     )
-    from nxauth.hashing import PasswordHasher
-    from nxauth.userdb import UserDatabase
+    from nxauth.backends.hashing import PasswordHasher
+    from nxauth.backends.userdb import UserDatabase
 
     UserDatabase(auth.store).add("alice", password_hash=PasswordHasher().hash(nxauth.Secret(PASSWORD)))
     with auth:

@@ -24,10 +24,10 @@ from passlib import hash as passlib_hash
 
 import nxauth
 from nxauth import AuthenticationFailed, Reason, Secret
+from nxauth.backends.hashing import PasswordHasher
+from nxauth.backends.userdb import ImportEntry, UserDatabase
 from nxauth.cli import main
-from nxauth.hashing import PasswordHasher
-from nxauth.store import Store
-from nxauth.userdb import ImportEntry, UserDatabase
+from nxauth.store.sqlite import Store
 
 CHEAP = {"time_cost": 1, "memory_cost": 8192}
 hasher = PasswordHasher(**CHEAP)
@@ -78,9 +78,9 @@ if mode == "cli":
         i += 1
 else:
     from nxauth import Secret
-    from nxauth.hashing import PasswordHasher
-    from nxauth.store import Store
-    from nxauth.userdb import UserDatabase
+    from nxauth.backends.hashing import PasswordHasher
+    from nxauth.store.sqlite import Store
+    from nxauth.backends.userdb import UserDatabase
     hasher = PasswordHasher(time_cost=1, memory_cost=8192)
     hashes = [hasher.hash(Secret("pw-A")), hasher.hash(Secret("pw-B"))]
     db = UserDatabase(Store(state + "/nxauth.db"))

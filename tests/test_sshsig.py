@@ -24,8 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
 from nxauth.errors import KeyFormatError
-from nxauth.keys import PublicKey, decode_public_key, parse_public_key
-from nxauth.sshsig import SshSignature, parse_sshsig, verify_sshsig, verify_sshsig_detailed
+from nxauth.keys.formats import PublicKey, decode_public_key, parse_public_key
+from nxauth.keys.sshsig import SshSignature, parse_sshsig, verify_sshsig, verify_sshsig_detailed
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 SSH_AGENT = shutil.which("ssh-agent")

@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nxauth import Control, Decision, Reason, Verdict
-from nxauth.stack import Step, evaluate
+from nxauth.core.stack import Step, evaluate
 
 R, Q, S, O = Control.REQUIRED, Control.REQUISITE, Control.SUFFICIENT, Control.OPTIONAL
 ALLOW = "allow"

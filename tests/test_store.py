@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from nxauth import StoreError
-from nxauth.store import SCHEMA_VERSION, Store
+from nxauth.store.sqlite import SCHEMA_VERSION, Store
 
 
 def test_created_0600_with_wal_and_schema(tmp_path: Path) -> None:
@@ -58,7 +58,7 @@ def test_unreadable_file_is_refused(tmp_path: Path) -> None:
     before = path.read_bytes()
     os.chmod(path, 0)
     code = (
-        "from nxauth.store import Store\n"
+        "from nxauth.store.sqlite import Store\n"
         "from nxauth.errors import StoreError\n"
         "try:\n"
         f"    Store({str(path)!r})\n"

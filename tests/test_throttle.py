@@ -9,8 +9,8 @@ import pytest
 
 from nxauth import Peer
 from nxauth.config import ThrottleConfig
-from nxauth.store import Store
-from nxauth.throttle import Throttle, source_key
+from nxauth.core.throttle import Throttle, source_key
+from nxauth.store.sqlite import Store
 
 
 class Clock:

@@ -1,4 +1,4 @@
-"""nxauth.userdb: the users table, canonical names, import."""
+"""nxauth.backends.userdb: the users table, canonical names, import."""
 
 from __future__ import annotations
 
@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from nxauth import InvalidUsername
-from nxauth.store import Store
-from nxauth.userdb import (
+from nxauth.backends.userdb import (
     ImportEntry,
     ImportFormatError,
     ImportSummary,
@@ -23,6 +22,7 @@ from nxauth.userdb import (
     parse_import,
     validate_username,
 )
+from nxauth.store.sqlite import Store
 
 HASH_A = "$2b$04$abcdefghijklmnopqrstuuX4hBmZq4eZmYFJ7V7QJRkm8sPAgkWLi"
 HASH_B = "$6$rounds=1000$saltsalt$" + "B" * 86

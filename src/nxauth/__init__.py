@@ -1,134 +1,53 @@
 """nxauth: two-stage authentication (an SSH transport key, then the real user)
 with pluggable backends.
 
-The public API is what this module exports; everything else is private and
-may change.  See ``docs/`` for the concepts and the configuration reference.
+The public API is what this package exports (``__all__``), listed once, in
+``__init__.pyi``; every other module is private and may change.  See
+``docs/`` for the concepts, the configuration and the API reference.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from .authenticator import Authenticator
-    from .config import Config, Control, Options, load_config, parse_config
-    from .errors import (
-        AuthenticationFailed,
-        BackendError,
-        ConfigError,
-        KeyFormatError,
-        NotAuthenticated,
-        NxauthError,
-        PluginError,
-        StoreError,
-        UsageError,
-    )
-    from .hookspecs import hookimpl
-    from .model import (
-        Attempt,
-        AuthEvent,
-        ConversationFailed,
-        ConversationUnavailable,
-        Decision,
-        Identity,
-        Peer,
-        Reason,
-        Secret,
-        TransportGrant,
-        Verdict,
-    )
-    from .plugins import BackendContext, BackendRegistry
-    from .session import Session, SessionState
-    from .usernames import InvalidUsername
+from nxauth._version import __version__ as __version__
+
+_locations: dict[str, str] = {}
 
 
-__version__ = "0.1.0"
+def _public() -> dict[str, str]:
+    """Public name -> defining module, read from ``__init__.pyi`` once (the
+    single listing of the API).  Names load on first use (PEP 562), so that a
+    program importing one part (``nxauth authorized-keys``, run by sshd on
+    every login) does not pay for all of them."""
+    if not _locations:
+        import ast
+        from pathlib import Path
 
-__all__ = [
-    "Attempt",
-    "AuthEvent",
-    "AuthenticationFailed",
-    "Authenticator",
-    "BackendContext",
-    "BackendError",
-    "BackendRegistry",
-    "Config",
-    "ConfigError",
-    "Control",
-    "ConversationFailed",
-    "ConversationUnavailable",
-    "Decision",
-    "Identity",
-    "InvalidUsername",
-    "KeyFormatError",
-    "NotAuthenticated",
-    "NxauthError",
-    "Options",
-    "Peer",
-    "PluginError",
-    "Reason",
-    "Secret",
-    "Session",
-    "SessionState",
-    "StoreError",
-    "TransportGrant",
-    "UsageError",
-    "Verdict",
-    "__version__",
-    "hookimpl",
-    "load_config",
-    "parse_config",
-]
-
-#: Where each public name lives.  Imported on first use (PEP 562), so that a
-#: program importing one part (``nxauth authorized-keys``, run by sshd on
-#: every login) does not pay for all of them.
-_LOCATIONS: dict[str, str] = {
-    "Authenticator": "authenticator",
-    "Config": "config",
-    "Control": "config",
-    "Options": "config",
-    "load_config": "config",
-    "parse_config": "config",
-    "AuthenticationFailed": "errors",
-    "BackendError": "errors",
-    "ConfigError": "errors",
-    "KeyFormatError": "errors",
-    "NotAuthenticated": "errors",
-    "NxauthError": "errors",
-    "PluginError": "errors",
-    "StoreError": "errors",
-    "UsageError": "errors",
-    "hookimpl": "hookspecs",
-    "Attempt": "model",
-    "AuthEvent": "model",
-    "ConversationFailed": "model",
-    "ConversationUnavailable": "model",
-    "Decision": "model",
-    "Identity": "model",
-    "Peer": "model",
-    "Reason": "model",
-    "Secret": "model",
-    "TransportGrant": "model",
-    "Verdict": "model",
-    "BackendContext": "plugins",
-    "BackendRegistry": "plugins",
-    "Session": "session",
-    "SessionState": "session",
-    "InvalidUsername": "usernames",
-}
+        tree = ast.parse(Path(__file__).with_suffix(".pyi").read_text(encoding="utf-8"))
+        found: dict[str, str] = {}
+        for node in tree.body:
+            if isinstance(node, ast.ImportFrom) and node.module:
+                for alias in node.names:
+                    if alias.asname == alias.name:
+                        found[alias.name] = node.module
+        _locations.update(found)
+    return _locations
 
 
 def __getattr__(name: str) -> Any:
-    module = _LOCATIONS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'nxauth' has no attribute {name!r}")
-    import importlib
+    if name == "__all__":
+        value: Any = sorted(_public())
+    else:
+        module = _public().get(name)
+        if module is None:
+            raise AttributeError(f"module 'nxauth' has no attribute {name!r}")
+        import importlib
 
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+        value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    return sorted(set(globals()) | set(_public()))

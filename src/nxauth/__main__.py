@@ -1,5 +1,5 @@
 """``python -m nxauth``."""
 
-from .cli import main
+from nxauth.cli import main
 
 raise SystemExit(main())

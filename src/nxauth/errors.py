@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, final
 
 if TYPE_CHECKING:
-    from .model import Reason
+    from nxauth.codes import Reason
 
 __all__ = [
     "AuthenticationFailed",

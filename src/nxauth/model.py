@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, final
 
-from .errors import NxauthError, UsageError
+from nxauth.codes import Reason
+from nxauth.errors import NxauthError, UsageError
 
 __all__ = [
     "Attempt",
@@ -84,56 +85,6 @@ class Secret:
 
     def __reduce__(self) -> Any:
         raise TypeError("a Secret cannot be pickled")
-
-
-class Reason(enum.Enum):
-    """Why a decision was taken: for the audit trail, never for the client."""
-
-    __module__ = "nxauth"
-
-    OK = "ok"
-    # session level
-    STAGE_ORDER = "stage-order"
-    ALREADY_AUTHENTICATED = "already-authenticated"
-    TOO_MANY_ATTEMPTS = "too-many-attempts"
-    SESSION_CLOSED = "session-closed"
-    PROTOCOL_ERROR = "protocol-error"
-    LOGIN_TIMEOUT = "login-timeout"
-    CLIENT_GONE = "client-gone"
-    # stage 1
-    WRONG_ACCOUNT = "wrong-account"
-    UNKNOWN_KEY = "unknown-key"
-    KEY_FORMAT = "key-format"
-    KEY_TYPE_REFUSED = "key-type-refused"
-    KEY_TOO_WEAK = "key-too-weak"
-    KEY_EXPIRED = "key-expired"
-    SOURCE_REFUSED = "source-refused"
-    CERTIFICATE_INVALID = "certificate-invalid"
-    BAD_SIGNATURE = "bad-signature"
-    CHALLENGE_INVALID = "challenge-invalid"
-    # stage 2
-    INVALID_USERNAME = "invalid-username"
-    EMPTY_PASSWORD = "empty-password"
-    INVALID_PASSWORD = "invalid-password"
-    BAD_PASSWORD = "bad-password"
-    UNKNOWN_USER = "unknown-user"
-    DISABLED = "disabled"
-    NOT_LISTED = "not-listed"
-    NOT_IN_GROUP = "not-in-group"
-    ACCOUNT_EXPIRED = "account-expired"
-    PASSWORD_EXPIRED = "password-expired"
-    ACCOUNT_LOCKED = "account-locked"
-    RESTRICTED = "restricted"
-    NAME_MISMATCH = "name-mismatch"
-    LOCKED_OUT = "locked-out"
-    CONVERSATION_UNAVAILABLE = "conversation-unavailable"
-    CONVERSATION_FAILED = "conversation-failed"
-    # any stage
-    BACKEND_ERROR = "backend-error"
-    TIMEOUT = "timeout"
-    NO_DECISION = "no-decision"
-    AUDIT_FAILED = "audit-failed"
-    DENIED = "denied"
 
 
 class Decision(enum.Enum):

@@ -26,9 +26,9 @@ from typing import Any
 import pluggy
 import pytest
 
-from .hookspecs import hookimpl
-from .model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, Verdict
-from .plugins import make_plugin_manager as _make_plugin_manager
+from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, Verdict
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.plugins.manager import make_plugin_manager as _make_plugin_manager
 
 __all__ = [
     "AccountBackendContract",

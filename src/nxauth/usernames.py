@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Final, final
 
-from .errors import NxauthError
+from nxauth.errors import NxauthError
 
 __all__ = ["InvalidUsername", "escape_for_log", "normalize_username"]
 

@@ -18,10 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any, final
 
-from ..authorized_keys import AuthorizedKey, read_authorized_keys
-from ..errors import BackendError
-from ..hookspecs import hookimpl
-from ..plugins import BackendContext, BackendRegistry
+from nxauth.errors import BackendError
+from nxauth.keys.authorized_keys import AuthorizedKey, read_authorized_keys
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.plugins.manager import BackendContext, BackendRegistry
 
 __all__ = ["AuthorizedKeysFile"]
 

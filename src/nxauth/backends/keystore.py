@@ -16,11 +16,11 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, final
 
-from ..authorized_keys import AuthorizedKey, parse_authorized_key
-from ..errors import KeyFormatError
-from ..hookspecs import hookimpl
-from ..plugins import BackendContext, BackendRegistry
-from ..store import Store
+from nxauth.errors import KeyFormatError
+from nxauth.keys.authorized_keys import AuthorizedKey, parse_authorized_key
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.store.sqlite import Store
 
 __all__ = ["KeyStore", "KeystoreBackend", "StoredKey"]
 

@@ -34,19 +34,19 @@ from __future__ import annotations
 import logging
 from typing import final
 
-from ..errors import StoreError
-from ..hashing import (
+from nxauth.backends.hashing import (
     DEFAULT_MEMORY_COST,
     DEFAULT_PARALLELISM,
     DEFAULT_TIME_COST,
     PasswordHasher,
     password_refusal,
 )
-from ..hookspecs import hookimpl
-from ..model import Attempt, Reason, Verdict
-from ..plugins import BackendContext, BackendRegistry
-from ..userdb import UserDatabase, user_database
-from ..usernames import escape_for_log
+from nxauth.backends.userdb import UserDatabase, user_database
+from nxauth.errors import StoreError
+from nxauth.model import Attempt, Reason, Verdict
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.usernames import escape_for_log
 
 __all__ = ["PasswordsBackend", "hasher_from_options", "nxauth_register_backends"]
 

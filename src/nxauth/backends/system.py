@@ -31,11 +31,11 @@ import os
 from collections.abc import Callable, Iterable
 from typing import Any, Final, final
 
-from ..errors import PluginError
-from ..hookspecs import hookimpl
-from ..model import Identity, Reason, Verdict
-from ..plugins import BackendContext, BackendRegistry
-from ..usernames import InvalidUsername, escape_for_log, normalize_username
+from nxauth.errors import PluginError
+from nxauth.model import Identity, Reason, Verdict
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.usernames import InvalidUsername, escape_for_log, normalize_username
 
 __all__ = ["SystemAccountBackend", "nxauth_register_backends"]
 

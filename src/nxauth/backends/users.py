@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from typing import final
 
-from ..hookspecs import hookimpl
-from ..model import Identity, Reason, Verdict
-from ..plugins import BackendContext, BackendRegistry
-from ..userdb import UserDatabase, user_database
+from nxauth.backends.userdb import UserDatabase, user_database
+from nxauth.model import Identity, Reason, Verdict
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.plugins.manager import BackendContext, BackendRegistry
 
 __all__ = ["UsersBackend", "nxauth_register_backends"]
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Final
 if TYPE_CHECKING:
     import argparse
 
-    from ..authenticator import Authenticator
+    from nxauth.core.authenticator import Authenticator
 
 __all__ = ["EXIT_CONFIG", "EXIT_ERROR", "EXIT_FAIL", "EXIT_OK", "EXIT_STORE", "EXIT_USAGE", "CommandError", "main"]
 
@@ -60,7 +60,7 @@ class CommandError(Exception):
 
 def load_authenticator(args: argparse.Namespace, **kwargs: Any) -> Authenticator:
     """The authenticator for ``--config`` / ``$NXAUTH_CONFIG`` / the default."""
-    from ..authenticator import Authenticator
+    from nxauth.core.authenticator import Authenticator
 
     return Authenticator.from_file(args.config, **kwargs)
 
@@ -132,8 +132,8 @@ def _fast_authorized_keys(argv: Sequence[str]) -> int | None:
         return None
     if any(item.startswith("-") for item in rest[:3]):
         return None
-    from ..errors import ConfigError, NxauthError, StoreError
-    from ..integrations.openssh import run_authorized_keys
+    from nxauth.errors import ConfigError, NxauthError, StoreError
+    from nxauth.integrations.openssh import run_authorized_keys
 
     try:
         return run_authorized_keys(config, rest, write=sys.stdout.write, debug=debug)
@@ -160,7 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) and EXIT_USAGE
     if args.version:
-        from .. import __version__
+        from nxauth._version import __version__
 
         print(f"nxauth {__version__}")
         return EXIT_OK
@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is None:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
-    from ..errors import ConfigError, NxauthError, PluginError, StoreError
+    from nxauth.errors import ConfigError, NxauthError, PluginError, StoreError
 
     try:
         return handler(args)

@@ -1,5 +1,5 @@
 """``python -m nxauth.cli``."""
 
-from . import main
+from nxauth.cli import main
 
 raise SystemExit(main())

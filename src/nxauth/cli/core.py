@@ -7,7 +7,7 @@ import datetime
 import sys
 from typing import Any
 
-from . import EXIT_FAIL, EXIT_OK, CommandError, load_authenticator, print_json
+from nxauth.cli import EXIT_FAIL, EXIT_OK, CommandError, load_authenticator, print_json
 
 
 def register(subparsers: Any) -> None:

@@ -6,7 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from . import EXIT_FAIL, EXIT_OK
+from nxauth.cli import EXIT_FAIL, EXIT_OK
 
 
 def register(subparsers: Any) -> None:
@@ -31,6 +31,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     password, an unknown user, and a key that is not listed; print each
     outcome and the audit trail.  Exits 0 only if every case ended as it
     should."""
-    from ..demo import run_demo
+    from nxauth.cli.demo_run import run_demo
 
     return EXIT_OK if run_demo(sys.stdout, client=args.client) else EXIT_FAIL

@@ -11,11 +11,11 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
+from nxauth.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
 
 if TYPE_CHECKING:
-    from ..authenticator import Authenticator
-    from ..backends.keystore import KeyStore, StoredKey
+    from nxauth.backends.keystore import KeyStore, StoredKey
+    from nxauth.core.authenticator import Authenticator
 
 DURATION = re.compile(r"^(\d+)([smhdw]?)$")
 UNITS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -65,7 +65,7 @@ def register(subparsers: Any) -> None:
 
 
 def _keystore(auth: Authenticator) -> KeyStore:
-    from ..backends.keystore import KeyStore
+    from nxauth.backends.keystore import KeyStore
 
     return KeyStore(auth.store, clock=auth.clock)
 
@@ -120,8 +120,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     the new key without being locked out."""
     from cryptography.hazmat.primitives import serialization
 
-    from ..authorized_keys import AuthorizedKey, KeyOptions
-    from ..keys import parse_public_key
+    from nxauth.keys.authorized_keys import AuthorizedKey, KeyOptions
+    from nxauth.keys.formats import parse_public_key
 
     passphrase = None
     if args.passphrase_stdin:
@@ -180,8 +180,8 @@ def _row(stored: StoredKey) -> dict[str, Any]:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """Manage the transport keys in the keystore."""
-    from ..authorized_keys import parse_authorized_keys
-    from ..backends.keystore import _with_expiry
+    from nxauth.backends.keystore import _with_expiry
+    from nxauth.keys.authorized_keys import parse_authorized_keys
 
     with load_authenticator(args) as auth:
         keystore = _keystore(auth)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import EXIT_OK, CommandError, load_authenticator
+from nxauth.cli import EXIT_OK, CommandError, load_authenticator
 
 
 def register(subparsers: Any) -> None:
@@ -77,7 +77,7 @@ def cmd_authorized_keys(args: argparse.Namespace) -> int:
     authorized_keys line, with its options, of a key that stage 1 accepts for
     that account; print nothing otherwise.  Every decision is audited.  Exits
     0 in both cases (sshd reads the output); non-zero only on an error."""
-    from ..integrations.openssh import run_authorized_keys
+    from nxauth.integrations.openssh import run_authorized_keys
 
     argv = [args.user, args.key_type, args.key] + ([args.connection] if args.connection else [])
     return run_authorized_keys(args.config, argv, write=sys.stdout.write, debug=args.debug)
@@ -103,8 +103,8 @@ def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
     import logging
     import signal
 
-    from ..config import default_config_path
-    from ..integrations.keyd import AuthorizedKeysDaemon, KeyAnswerer, default_socket_path
+    from nxauth.config import default_config_path
+    from nxauth.integrations.keyd import AuthorizedKeysDaemon, KeyAnswerer, default_socket_path
 
     if args.workers < 1:
         raise CommandError("--workers must be at least 1", 2)
@@ -138,7 +138,7 @@ def cmd_login(args: argparse.Namespace) -> int:
     and friends in its environment.  Exits 1 after a failed login."""
     import pwd
 
-    from ..integrations.openssh import configure_service_logging, run_login
+    from nxauth.integrations.openssh import configure_service_logging, run_login
 
     with load_authenticator(args) as auth:
         configure_service_logging(auth.config, debug=args.debug)
@@ -150,9 +150,9 @@ def cmd_sshd_config(args: argparse.Namespace) -> int:
     """Print the ``Match User`` block for sshd_config: public keys only, keys
     from ``nxauth authorized-keys``, ``nxauth login`` forced, forwarding off,
     ``ExposeAuthInfo yes``."""
-    from ..config import Config, default_config_path, load_config
-    from ..integrations.keyd import default_socket_path
-    from ..integrations.openssh import daemon_key_command, sshd_config_block
+    from nxauth.config import Config, default_config_path, load_config
+    from nxauth.integrations.keyd import default_socket_path
+    from nxauth.integrations.openssh import daemon_key_command, sshd_config_block
 
     path = args.config if args.config is not None else default_config_path()
     config = load_config(path) if path is not None else Config()

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 from typing import Any, Final
 
-from . import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError
+from nxauth.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError
 
 __all__ = ["STYLES", "detect_style", "register", "render_service_file"]
 
@@ -114,7 +114,7 @@ def register(subparsers: Any) -> None:
 def cmd_pam_service(args: argparse.Namespace) -> int:
     """Print a PAM service file for nxauth's pam backend, or write it with
     --install (an existing file is kept unless --force is given)."""
-    from ..backends.pam import check_service_name
+    from nxauth.backends.pam import check_service_name
 
     try:
         service = check_service_name(args.service)

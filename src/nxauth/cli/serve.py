@@ -5,14 +5,14 @@ from __future__ import annotations
 import sys
 from typing import TYPE_CHECKING, Any
 
-from . import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator
+from nxauth.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator
 
 if TYPE_CHECKING:  # asyncio and the rest only when the command runs: every command builds the parser
     import argparse
     from pathlib import Path
 
-    from ..authenticator import Authenticator
-    from ..integrations.asyncssh import SessionHandler
+    from nxauth.core.authenticator import Authenticator
+    from nxauth.integrations.asyncssh import SessionHandler
 
 
 def register(subparsers: Any) -> None:
@@ -46,7 +46,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     import logging
 
     try:
-        from ..integrations import asyncssh as embedded
+        from nxauth.integrations import asyncssh as embedded
     except ImportError as exc:
         raise CommandError(f"nxauth serve needs asyncssh: pip install 'nxauth[ssh]' ({exc})", EXIT_ERROR) from None
     with load_authenticator(args) as auth:
@@ -69,8 +69,8 @@ async def _serve(
     import asyncio
     import signal
 
-    from ..integrations.asyncssh import start_server
-    from ..keys import parse_public_key
+    from nxauth.integrations.asyncssh import start_server
+    from nxauth.keys.formats import parse_public_key
 
     try:
         server = await start_server(auth, handler, host_keys=[host_key], host=listen, port=port)

@@ -19,18 +19,18 @@ import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from ..config import BackendConfig, Config, default_config_path, load_config
-from ..model import Secret
-from ..plugins import BackendContext
-from ..store import Store
-from ..usernames import InvalidUsername, escape_for_log
-from . import EXIT_OK, EXIT_USAGE, CommandError, print_json
+from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, print_json
+from nxauth.config import BackendConfig, Config, default_config_path, load_config
+from nxauth.model import Secret
+from nxauth.plugins.manager import BackendContext
+from nxauth.store.sqlite import Store
+from nxauth.usernames import InvalidUsername, escape_for_log
 
 # hashing and userdb are imported by the commands that use them: building
 # the parser (on every nxauth command, sshd's included) stays cheap.
 if TYPE_CHECKING:
-    from ..hashing import PasswordHasher
-    from ..userdb import ImportFormatError, UserDatabase, UserRecord
+    from nxauth.backends.hashing import PasswordHasher
+    from nxauth.backends.userdb import ImportFormatError, UserDatabase, UserRecord
 
 #: Files with at least this many lines get a progress bar (on a terminal).
 PROGRESS_MIN_LINES: Final = 2000
@@ -108,8 +108,8 @@ def _passwords_instance(config: Config) -> BackendConfig:
 
 @contextlib.contextmanager
 def _open_table(args: argparse.Namespace) -> Iterator[_Table]:
-    from ..backends.passwords import hasher_from_options
-    from ..userdb import user_database
+    from nxauth.backends.passwords import hasher_from_options
+    from nxauth.backends.userdb import user_database
 
     config = _load_config(args)
     instance = _passwords_instance(config)
@@ -148,7 +148,7 @@ def _named(name: str, raw: str) -> str:
 def _password_from_stdin() -> Secret:
     """The first line of stdin, its line ending stripped; a line longer than
     the limit is refused after reading just past the limit."""
-    from ..hashing import MAX_PASSWORD_BYTES
+    from nxauth.backends.hashing import MAX_PASSWORD_BYTES
 
     limit = MAX_PASSWORD_BYTES + 3
     stream = getattr(sys.stdin, "buffer", None)
@@ -185,7 +185,7 @@ def _password_from_tty(username: str) -> Secret:
 def _new_hash(args: argparse.Namespace, table: _Table, username: str) -> str | None:
     """The hash to store: ``None`` with ``--no-password``.  Hashed here,
     before any transaction begins."""
-    from ..hashing import password_refusal
+    from nxauth.backends.hashing import password_refusal
 
     if args.no_password:
         return None
@@ -205,7 +205,7 @@ def cmd_useradd(args: argparse.Namespace) -> int:
     database).  The password is asked on the terminal, read from stdin
     with --password-stdin, or not set with --no-password (the user is then
     listed for system authentication only)."""
-    from ..userdb import UserDatabaseError, UserExists, check_comment
+    from nxauth.backends.userdb import UserDatabaseError, UserExists, check_comment
 
     try:
         check_comment(args.comment)
@@ -227,7 +227,7 @@ def cmd_useradd(args: argparse.Namespace) -> int:
 
 def cmd_userdel(args: argparse.Namespace) -> int:
     """Remove a user from the users database."""
-    from ..userdb import NoSuchUser
+    from nxauth.backends.userdb import NoSuchUser
 
     with _open_table(args) as table:
         name = _canonical(table, args.user)
@@ -242,7 +242,7 @@ def cmd_userdel(args: argparse.Namespace) -> int:
 def cmd_passwd(args: argparse.Namespace) -> int:
     """Set a user's nxauth password (asked on the terminal, or read from
     stdin with --password-stdin), or remove it with --no-password."""
-    from ..userdb import NoSuchUser
+    from nxauth.backends.userdb import NoSuchUser
 
     with _open_table(args) as table:
         name = _canonical(table, args.user)
@@ -258,7 +258,7 @@ def cmd_passwd(args: argparse.Namespace) -> int:
 
 
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
-    from ..userdb import NoSuchUser
+    from nxauth.backends.userdb import NoSuchUser
 
     word = "enabled" if enabled else "disabled"
     with _open_table(args) as table:
@@ -366,7 +366,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     password).  Every line is checked first: a bad line is reported with
     its number and nothing is imported.  The import is one transaction.
     Legacy hashes are upgraded to argon2id at each user's next login."""
-    from ..userdb import ImportFormatError, parse_import
+    from nxauth.backends.userdb import ImportFormatError, parse_import
 
     label = "<stdin>" if args.file == "-" else args.file
     if args.file == "-":

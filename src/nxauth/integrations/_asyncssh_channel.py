@@ -10,7 +10,7 @@ from typing import final
 
 import asyncssh
 
-from .protocol import ClientGone, Code, ProtocolViolation, TerminalDialogue, decode_line, format_line
+from nxauth.integrations.protocol import ClientGone, Code, ProtocolViolation, TerminalDialogue, decode_line, format_line
 
 __all__ = ["ChannelIO", "ChannelLineDialogue", "ChannelTerminalDialogue"]
 

@@ -42,16 +42,16 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import asyncssh
 
-from ..errors import AuthenticationFailed, KeyFormatError, UsageError
-from ..model import AuthEvent, Identity, Reason, TransportGrant
-from ..session import SessionState
-from ._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
-from .hostkey import ensure_host_key
-from .protocol import identity_environment, run_exchange_async
+from nxauth.core.session import SessionState
+from nxauth.errors import AuthenticationFailed, KeyFormatError, UsageError
+from nxauth.integrations._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
+from nxauth.integrations.hostkey import ensure_host_key
+from nxauth.integrations.protocol import identity_environment, run_exchange_async
+from nxauth.model import AuthEvent, Identity, Reason, TransportGrant
 
 if TYPE_CHECKING:
-    from ..authenticator import Authenticator
-    from ..session import Session
+    from nxauth.core.authenticator import Authenticator
+    from nxauth.core.session import Session
 
 __all__ = [
     "NxauthServer",
@@ -226,8 +226,8 @@ class _Connection(asyncssh.SSHServer):
 
     def _decide(self, session: Session, username: str, blob: bytes) -> bool:
         """A dry run of stage 1; a refusal goes through the session (audited, counted)."""
-        from ..keys import decode_public_key
-        from ..stage1 import decide_transport
+        from nxauth.core.stage1 import decide_transport
+        from nxauth.keys.formats import decode_public_key
 
         try:
             key = decode_public_key(blob)
@@ -367,7 +367,7 @@ def _finish_session(session: Session, tried: bool) -> None:
 def _commit(session: Session, username: str, blob: bytes) -> bool:
     grant = session.transport
     if grant is not None:  # granted while deciding (see _decide): only for this very key
-        from ..keys import decode_public_key
+        from nxauth.keys.formats import decode_public_key
 
         try:
             fingerprint = decode_public_key(blob).fingerprint

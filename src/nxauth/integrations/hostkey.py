@@ -10,7 +10,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from nxauth.errors import ConfigError
 
 __all__ = ["ensure_host_key", "public_key_line"]
 

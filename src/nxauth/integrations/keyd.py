@@ -43,8 +43,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Final
 
-from ..errors import ConfigError, NxauthError, PluginError, StoreError
-from .keyd_client import (
+from nxauth.errors import ConfigError, NxauthError, PluginError, StoreError
+from nxauth.integrations.keyd_client import (
     MAGIC,
     MAX_REQUEST,
     STATUS_CONFIG,
@@ -56,7 +56,7 @@ from .keyd_client import (
 )
 
 if TYPE_CHECKING:
-    from ..authenticator import Authenticator
+    from nxauth.core.authenticator import Authenticator
 
 __all__ = [
     "DEFAULT_SOCKET_NAME",
@@ -221,7 +221,7 @@ class KeyAnswerer:
         """``(status, text)``: status 0 with the authorized_keys line (or
         ``""``), an error status, or :data:`STATUS_OTHER_CONFIG` when the
         client was given another configuration file than this one."""
-        from .openssh import authorized_keys_line, peer_from_connection
+        from nxauth.integrations.openssh import authorized_keys_line, peer_from_connection
 
         generation = self._acquire()  # first: a symlinked file may have moved, and _real with it
         try:
@@ -251,8 +251,8 @@ class KeyAnswerer:
 
 
 def _default_build(path: Path | None) -> Authenticator:
-    from ..authenticator import Authenticator
-    from ..config import Config
+    from nxauth.config import Config
+    from nxauth.core.authenticator import Authenticator
 
     return Authenticator.from_file(path) if path is not None else Authenticator(Config())
 

@@ -25,13 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final, NoReturn
 
-from ..config import BackendConfig, Config
-from ..errors import ConfigError, KeyFormatError, NxauthError
-from ..model import UNKNOWN_PEER, AuthEvent, Peer, Reason
+from nxauth.config import BackendConfig, Config
+from nxauth.errors import ConfigError, KeyFormatError, NxauthError
+from nxauth.model import UNKNOWN_PEER, AuthEvent, Peer, Reason
 
 if TYPE_CHECKING:
-    from ..authenticator import Authenticator
-    from ..store import Store
+    from nxauth.core.authenticator import Authenticator
+    from nxauth.store.sqlite import Store
 
 __all__ = [
     "LEAN_KINDS",
@@ -78,7 +78,7 @@ def lean_sources(config: Config, *, store: Callable[[], Store]) -> dict[str, obj
     """The configured key sources built from the built-in modules directly,
     or ``None`` when one of them needs the plugin manager (a kind provided by
     a third-party plugin, or a built-in that the configuration disabled)."""
-    from ..plugins import BackendContext, BackendRegistry
+    from nxauth.plugins.manager import BackendContext, BackendRegistry
 
     registry = BackendRegistry()
     sources: dict[str, object] = {}
@@ -101,7 +101,7 @@ def lean_sources(config: Config, *, store: Callable[[], Store]) -> dict[str, obj
 
 def lean_sinks(config: Config) -> list[object]:
     """The built-in audit sinks the configuration asks for."""
-    from ..audit import sinks_from_config
+    from nxauth.core.audit import sinks_from_config
 
     return [sink for sink, _name in sinks_from_config(config.audit)]
 
@@ -137,8 +137,8 @@ def authorized_keys_line(
     """Stage 1 for sshd: the authorized_keys line to print for this key and
     account (its options as stored, which sshd then enforces), or ``None``.
     Every decision is audited through ``emit``."""
-    from ..keys import parse_public_key
-    from ..stage1 import decide_transport
+    from nxauth.core.stage1 import decide_transport
+    from nxauth.keys.formats import parse_public_key
 
     session_id = os.urandom(8).hex()  # what secrets.token_hex does, without importing random
     shown_user = user[:100]
@@ -194,7 +194,7 @@ def run_authorized_keys(
     server-port``, is for callers that know the peer: sshd 9 has no token
     for it).  Exit 0 whether or not a line was printed (sshd reads
     the output), 1 for usage errors, 3 for a configuration error."""
-    from ..config import default_config_path, load_config
+    from nxauth.config import default_config_path, load_config
 
     if len(argv) not in (3, 4):
         raise ConfigError("usage: nxauth authorized-keys USER KEY-TYPE BASE64-KEY [CONNECTION]")
@@ -203,7 +203,7 @@ def run_authorized_keys(
     path = config_path if config_path is not None else default_config_path()
     config = load_config(path) if path is not None else Config()
     configure_service_logging(config, debug=debug)
-    from .keyd_client import FALLBACK_ENV
+    from nxauth.integrations.keyd_client import FALLBACK_ENV
 
     unreachable = os.environ.get(FALLBACK_ENV)  # set by the daemon's client when it falls back
     if unreachable:
@@ -217,7 +217,7 @@ def run_authorized_keys(
 
     def store() -> Store:
         if not opened:
-            from ..store import Store
+            from nxauth.store.sqlite import Store
 
             opened.append(Store(config.store_path))
         return opened[0]
@@ -233,7 +233,7 @@ def run_authorized_keys(
                 if callable(close):
                     close()
     else:  # a key source from a plugin: the full authenticator
-        from ..authenticator import Authenticator
+        from nxauth.core.authenticator import Authenticator
 
         with Authenticator(config) as auth:
             line = authorized_keys_line(config, auth.backends, auth.emit, user, f"{key_type} {key_text}", peer=peer)
@@ -314,9 +314,9 @@ def run_login(
     stdin/stdout, then ``execute`` (``os.execvpe``) the session command.
     Returns the exit status when nothing was executed: 0 after a login with
     no session command configured, 1 when the login failed, 5 on an error."""
-    from ..errors import AuthenticationFailed
-    from ..session import SessionState
-    from .protocol import (
+    from nxauth.core.session import SessionState
+    from nxauth.errors import AuthenticationFailed
+    from nxauth.integrations.protocol import (
         Code,
         Dialogue,
         FdLineReader,
@@ -430,7 +430,7 @@ def daemon_key_command(*, python: str, socket_path: str, config_path: str | None
     ``site``: the start-up is the cost of every login) through its launcher
     ``keyd_run.py``, falling back to ``nxauth authorized-keys`` in-process
     when the daemon does not answer."""
-    from . import keyd_client
+    from nxauth.integrations import keyd_client
 
     client = str(Path(keyd_client.__file__).resolve().with_name("keyd_run.py"))
     parts = [_quote(python), "-I", "-S", _quote(client), "--socket", _quote(socket_path)]

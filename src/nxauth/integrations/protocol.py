@@ -31,9 +31,9 @@ import time
 from collections.abc import Mapping
 from typing import Final, Protocol, final
 
-from ..errors import AuthenticationFailed
-from ..model import Identity, Reason, Secret
-from ..session import Session, SessionState
+from nxauth.core.session import Session, SessionState
+from nxauth.errors import AuthenticationFailed
+from nxauth.model import Identity, Reason, Secret
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -279,7 +279,7 @@ def run_exchange(session: Session, dialogue: Dialogue, *, timeout: float | None)
     ``None`` when the client did not log in (every case audited; the client
     only saw generic lines).  ``timeout`` bounds the whole exchange.
     """
-    from .. import __version__
+    from nxauth._version import __version__
 
     deadline = None if timeout is None else time.monotonic() + timeout
     try:
@@ -348,7 +348,7 @@ async def run_exchange_async(
     thread pool (``login_async``); their questions come back to the loop."""
     import asyncio
 
-    from .. import __version__
+    from nxauth._version import __version__
 
     # A backend's question runs as its own task (login_async submits it from
     # the worker thread): cancelled with the exchange, so that login returns.

@@ -1,0 +1,59 @@
+"""The closed vocabularies of decisions and audit events (ground floor: no
+nxauth import).  Their values are what the audit trail and the JSON lines
+carry; they are stable."""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = ["Reason"]
+
+
+class Reason(enum.Enum):
+    """Why a decision was taken: for the audit trail, never for the client."""
+
+    __module__ = "nxauth"
+
+    OK = "ok"
+    # session level
+    STAGE_ORDER = "stage-order"
+    ALREADY_AUTHENTICATED = "already-authenticated"
+    TOO_MANY_ATTEMPTS = "too-many-attempts"
+    SESSION_CLOSED = "session-closed"
+    PROTOCOL_ERROR = "protocol-error"
+    LOGIN_TIMEOUT = "login-timeout"
+    CLIENT_GONE = "client-gone"
+    # stage 1
+    WRONG_ACCOUNT = "wrong-account"
+    UNKNOWN_KEY = "unknown-key"
+    KEY_FORMAT = "key-format"
+    KEY_TYPE_REFUSED = "key-type-refused"
+    KEY_TOO_WEAK = "key-too-weak"
+    KEY_EXPIRED = "key-expired"
+    SOURCE_REFUSED = "source-refused"
+    CERTIFICATE_INVALID = "certificate-invalid"
+    BAD_SIGNATURE = "bad-signature"
+    CHALLENGE_INVALID = "challenge-invalid"
+    # stage 2
+    INVALID_USERNAME = "invalid-username"
+    EMPTY_PASSWORD = "empty-password"
+    INVALID_PASSWORD = "invalid-password"
+    BAD_PASSWORD = "bad-password"
+    UNKNOWN_USER = "unknown-user"
+    DISABLED = "disabled"
+    NOT_LISTED = "not-listed"
+    NOT_IN_GROUP = "not-in-group"
+    ACCOUNT_EXPIRED = "account-expired"
+    PASSWORD_EXPIRED = "password-expired"
+    ACCOUNT_LOCKED = "account-locked"
+    RESTRICTED = "restricted"
+    NAME_MISMATCH = "name-mismatch"
+    LOCKED_OUT = "locked-out"
+    CONVERSATION_UNAVAILABLE = "conversation-unavailable"
+    CONVERSATION_FAILED = "conversation-failed"
+    # any stage
+    BACKEND_ERROR = "backend-error"
+    TIMEOUT = "timeout"
+    NO_DECISION = "no-decision"
+    AUDIT_FAILED = "audit-failed"
+    DENIED = "denied"

@@ -1,0 +1,176 @@
+"""Built-in audit sinks: a logger with sshd-style lines, syslog, JSON Lines.
+
+Each sink is a plugin implementing ``nxauth_auth_event``.  Lines are stable
+enough to grep: user input is cut to 100 characters and escaped, and no line
+ever holds a password (an :class:`nxauth.AuthEvent` has none to give).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, final
+
+from nxauth.model import AuthEvent
+from nxauth.plugins.hookspecs import hookimpl
+from nxauth.usernames import escape_for_log
+
+if TYPE_CHECKING:
+    from nxauth.config import AuditConfig
+
+__all__ = ["JsonLinesSink", "LoggingSink", "SyslogSink", "format_event"]
+
+AUDIT_LOGGER = "nxauth.audit"
+
+
+def format_event(event: AuthEvent) -> str:
+    """One sshd-style line::
+
+    Accepted password for alice from 198.51.100.7 port 52100 via passwords [session=3f2a]
+    Failed password for invalid user bob from 198.51.100.7 port 52100 [reason=unknown-user session=3f2a]
+    """
+    verb = {"accepted": "Accepted", "failed": "Failed"}.get(event.outcome, "Refused")
+    who = escape_for_log(event.username) if event.username else '""'
+    invalid = "invalid user " if event.invalid_user else ""
+    line = f"{verb} {event.method} for {invalid}{who} from {event.peer.host} port {event.peer.port}"
+    if event.fingerprint:
+        line += f": {event.fingerprint}"
+    if event.backend and event.accepted:
+        line += f" via {event.backend}"
+    tags = [] if event.accepted else [f"reason={event.reason.value}"]
+    if event.backend and not event.accepted:
+        tags.append(f"backend={event.backend}")
+    tags.append(f"session={event.session_id}")
+    if event.detail:
+        tags.append(f'detail="{escape_for_log(event.detail, 300, quoted=True)}"')
+    return f"{line} [{' '.join(tags)}]"
+
+
+def event_record(event: AuthEvent) -> dict[str, Any]:
+    """The event as a JSON-ready mapping (user input truncated to 100 characters)."""
+    return {
+        "time": datetime.datetime.fromtimestamp(event.time, datetime.UTC).isoformat(timespec="milliseconds"),
+        "stage": event.stage,
+        "outcome": event.outcome,
+        "reason": event.reason.value,
+        "method": event.method,
+        "user": event.username[:100],
+        "invalid_user": event.invalid_user,
+        "host": event.peer.host,
+        "port": event.peer.port,
+        "session": event.session_id,
+        "backend": event.backend,
+        "fingerprint": event.fingerprint,
+        "detail": event.detail[:300],
+    }
+
+
+@final
+class LoggingSink:
+    """Writes each event to the ``nxauth.audit`` logger: accepted at INFO,
+    failed and refused at WARNING."""
+
+    def __init__(self, logger: logging.Logger | None = None) -> None:
+        self.logger = logger or logging.getLogger(AUDIT_LOGGER)
+
+    @hookimpl
+    def nxauth_auth_event(self, event: AuthEvent) -> None:
+        level = logging.INFO if event.accepted else logging.WARNING
+        logger = self.logger
+        if logger.isEnabledFor(level):
+            # makeRecord + handle: the same record logger.log would make, without
+            # walking the stack for the caller (a cost on every login)
+            record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (format_event(event),), None)
+            logger.handle(record)
+
+
+def _strict_syslog_handler(address: str) -> logging.Handler:
+    """A SysLogHandler (authpriv) that raises instead of printing a traceback
+    to stderr, so a failing syslog is seen (and, with ``audit.required``,
+    denies).  ``logging.handlers`` is imported here: it is not cheap."""
+    import logging.handlers
+
+    class StrictSysLogHandler(logging.handlers.SysLogHandler):
+        def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
+            raise  # noqa: PLE0704 - called from inside emit's except block
+
+    handler = StrictSysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
+    handler.ident = f"nxauth[{os.getpid()}]: "
+    return handler
+
+
+@final
+class SyslogSink:
+    """Sends each event to syslog with the authpriv facility, like sshd."""
+
+    def __init__(self, address: str = "/dev/log") -> None:
+        self.address = address
+        self._handler: logging.Handler | None = None
+        self._lock = threading.Lock()
+
+    def _get(self) -> logging.Handler:
+        with self._lock:
+            if self._handler is None:
+                self._handler = _strict_syslog_handler(self.address)
+            return self._handler
+
+    @hookimpl
+    def nxauth_auth_event(self, event: AuthEvent) -> None:
+        handler = self._get()
+        level = logging.INFO if event.accepted else logging.WARNING
+        record = logging.LogRecord(AUDIT_LOGGER, level, __file__, 0, "%s", (format_event(event),), None)
+        handler.emit(record)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._handler is not None:
+                self._handler.close()
+                self._handler = None
+
+
+@final
+class JsonLinesSink:
+    """Appends each event as one JSON line to a file created with mode 0600."""
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._fd: int | None = None
+        self._lock = threading.Lock()
+
+    def _open(self) -> int:
+        if self._fd is None:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+        return self._fd
+
+    @hookimpl
+    def nxauth_auth_event(self, event: AuthEvent) -> None:
+        import json  # here: the commands sshd runs load it only when this sink is configured
+
+        line = (json.dumps(event_record(event), ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+        with self._lock:
+            fd = self._open()
+            written = os.write(fd, line)
+            if written != len(line):
+                raise OSError(f"short write to {self.path}")
+
+    def close(self) -> None:
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
+
+
+def sinks_from_config(audit: AuditConfig) -> list[tuple[object, str]]:
+    """The built-in sinks ``[audit]`` asks for, with their plugin names."""
+    sinks: list[tuple[object, str]] = []
+    if audit.log:
+        sinks.append((LoggingSink(), "nxauth.audit.log"))
+    if audit.syslog:
+        sinks.append((SyslogSink(audit.syslog_address), "nxauth.audit.syslog"))
+    if audit.jsonl is not None:
+        sinks.append((JsonLinesSink(audit.jsonl), "nxauth.audit.jsonl"))
+    return sinks

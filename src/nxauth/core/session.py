@@ -1,0 +1,558 @@
+"""Session: one client connection, a small state machine and the gate.
+
+NEW --stage 1--> TRANSPORT_OK --stage 2--> AUTHENTICATED; CLOSED at any time,
+and for good after ``session.max_attempts`` failures.  Stage 2 refuses to run
+before stage 1 succeeded; ``identity`` raises before stage 2 succeeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import enum
+import inspect
+import logging
+import secrets
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from functools import partial
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
+
+from nxauth.core.stack import Outcome, Step, evaluate
+from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
+from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
+from nxauth.usernames import InvalidUsername
+
+if TYPE_CHECKING:
+    from nxauth.core.authenticator import Authenticator
+    from nxauth.keys.formats import PublicKey
+
+__all__ = ["Session", "SessionState"]
+
+log = logging.getLogger("nxauth")
+
+SSHSIG_NAMESPACE: Final = "nxauth"
+MAX_CHALLENGES: Final = 4
+# Failures that say nothing about the user's guess: not counted by the throttle.
+NOT_COUNTED: Final = frozenset(
+    {
+        Reason.LOCKED_OUT,
+        Reason.STAGE_ORDER,
+        Reason.SESSION_CLOSED,
+        Reason.ALREADY_AUTHENTICATED,
+        Reason.TOO_MANY_ATTEMPTS,
+        Reason.BACKEND_ERROR,
+        Reason.TIMEOUT,
+        Reason.CONVERSATION_UNAVAILABLE,
+        Reason.AUDIT_FAILED,
+        Reason.LOGIN_TIMEOUT,
+    }
+)
+INVALID_USER_REASONS: Final = frozenset({Reason.UNKNOWN_USER, Reason.NO_DECISION})
+
+ConversationCallback = Callable[[str, bool], Any]
+
+
+class SessionState(enum.Enum):
+    __module__ = "nxauth"
+
+    NEW = "new"
+    TRANSPORT_OK = "transport-ok"
+    AUTHENTICATED = "authenticated"
+    CLOSED = "closed"
+
+
+class _Denied(Exception):
+    """Internal: a stage-2 denial on its way to the public edge."""
+
+    def __init__(self, reason: Reason, *, outcome: str = "failed", backend: str | None = None, detail: str = ""):
+        self.reason = reason
+        self.outcome = outcome
+        self.backend = backend
+        self.detail = detail
+
+
+@final
+class Session:
+    """One client connection.  Made by :meth:`Authenticator.open_session`."""
+
+    __module__ = "nxauth"
+
+    def __init__(self, authenticator: Authenticator, peer: Peer) -> None:
+        self._auth = authenticator
+        self.peer = peer
+        self.id = secrets.token_hex(8)
+        self.attempts = 0
+        self._state = SessionState.NEW
+        self._grant: TransportGrant | None = None
+        self._identity: Identity | None = None
+        self._challenges: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Session(id={self.id!r}, peer={self.peer!s}, state={self._state.value})"
+
+    # ------------------------------------------------------------ state
+
+    @property
+    def state(self) -> SessionState:
+        return self._state
+
+    @property
+    def transport(self) -> TransportGrant | None:
+        """The stage-1 grant, or ``None`` before stage 1 succeeded."""
+        return self._grant
+
+    @property
+    def identity(self) -> Identity:
+        """The authenticated user.  Raises :class:`NotAuthenticated` before
+        stage 2 succeeded (and after the session was closed without it)."""
+        identity = self._identity
+        if identity is None or self._state is not SessionState.AUTHENTICATED:
+            raise NotAuthenticated("no user is authenticated on this session")
+        return identity
+
+    @property
+    def authenticated(self) -> bool:
+        return self._state is SessionState.AUTHENTICATED
+
+    def close(self) -> None:
+        """Close the session: every later call fails.  An authenticated
+        identity already handed out stays valid for its holder."""
+        with self._lock:
+            if self._state is not SessionState.AUTHENTICATED:
+                self._identity = None
+            self._state = SessionState.CLOSED
+            self._challenges.clear()
+
+    def abort(self, reason: Reason, detail: str = "") -> None:
+        """Close the session because of the client or the integration, not a
+        decision: a protocol error, a login timeout, a client gone before
+        stage 2.  Audited as a refusal when no user was authenticated yet
+        (``reason`` and ``detail`` go to the audit trail only)."""
+        if not isinstance(reason, Reason):
+            raise UsageError("reason must be a nxauth.Reason")
+        with self._lock:
+            state = self._state
+            if state in (SessionState.AUTHENTICATED, SessionState.CLOSED):
+                return
+            grant = self._grant
+            self._state = SessionState.CLOSED
+            self._challenges.clear()
+        self._emit(
+            2 if state is SessionState.TRANSPORT_OK else 1,
+            "refused",
+            reason,
+            "session",
+            grant.account if grant is not None else "",
+            fingerprint=grant.fingerprint if grant is not None else None,
+            detail=str(detail)[:300],
+        )
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ audit and failure
+
+    def _emit(
+        self,
+        stage: int,
+        outcome: str,
+        reason: Reason,
+        method: str,
+        username: str,
+        *,
+        backend: str | None = None,
+        fingerprint: str | None = None,
+        invalid_user: bool = False,
+        detail: str = "",
+    ) -> bool:
+        event = AuthEvent(
+            stage=stage,
+            outcome=outcome,
+            reason=reason,
+            method=method,
+            username=username[:100],
+            peer=self.peer,
+            session_id=self.id,
+            backend=backend,
+            fingerprint=fingerprint,
+            invalid_user=invalid_user,
+            detail=detail,
+            time=self._auth.clock(),
+        )
+        return self._auth.emit(event)
+
+    def _fail(
+        self,
+        stage: int,
+        reason: Reason,
+        method: str,
+        username: str,
+        *,
+        outcome: str = "failed",
+        count: bool = True,
+        **extra: Any,
+    ) -> NoReturn:
+        """Audit a denial, count the attempt, close the session at the limit, raise."""
+        self._emit(stage, outcome, reason, method, username, **extra)
+        if count:
+            self.attempts += 1
+            if self.attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
+                self._state = SessionState.CLOSED
+                self._challenges.clear()
+                self._emit(0, "refused", Reason.TOO_MANY_ATTEMPTS, method, username, detail="session closed")
+        raise AuthenticationFailed(stage, reason)
+
+    def _gate(self, stage: int, method: str, username: str) -> None:
+        if self._state is SessionState.CLOSED:
+            self._fail(stage, Reason.SESSION_CLOSED, method, username, outcome="refused", count=False)
+        if self._state is SessionState.AUTHENTICATED:
+            self._fail(stage, Reason.ALREADY_AUTHENTICATED, method, username, outcome="refused", count=False)
+        if stage == 1 and self._state is not SessionState.NEW:
+            self._fail(1, Reason.STAGE_ORDER, method, username, outcome="refused", detail="transport already granted")
+        if stage == 2 and self._state is not SessionState.TRANSPORT_OK:
+            self._fail(2, Reason.STAGE_ORDER, method, username, outcome="refused", detail="no transport grant")
+
+    # ------------------------------------------------------------ stage 1
+
+    def check_transport_key(self, account: str, public_key: PublicKey | bytes | str) -> TransportGrant:
+        """Stage 1 with the key proven by the SSH layer: is ``public_key``
+        (a :class:`nxauth.keys.formats.PublicKey`, a wire blob, or an OpenSSH public
+        key line) allowed to open the transport for ``account``?"""
+        if not isinstance(account, str):
+            raise UsageError("account must be a str")
+        from nxauth.keys.formats import coerce_public_key
+
+        with self._lock:
+            self._gate(1, "publickey", account)
+            try:
+                key = coerce_public_key(public_key)
+            except KeyFormatError as exc:
+                self._fail(1, Reason.KEY_FORMAT, "publickey", account, detail=exc.detail)
+            return self._stage1(account, key, "publickey")
+
+    def challenge(self) -> str:
+        """A fresh nonce for :meth:`check_transport_signature`: single use,
+        bound to this session, valid for ``session.challenge_ttl`` seconds.
+        The client signs it as is: ``ssh-keygen -Y sign -n nxauth``."""
+        with self._lock:
+            if self._state is not SessionState.NEW:
+                self._gate(1, "sshsig", "")
+            now = self._auth.clock()
+            self._challenges = {n: t for n, t in self._challenges.items() if t > now}
+            while len(self._challenges) >= MAX_CHALLENGES:
+                del self._challenges[next(iter(self._challenges))]
+            nonce = f"nxauth-challenge-v1:{self.id}:{secrets.token_urlsafe(32)}"
+            self._challenges[nonce] = now + self._auth.config.session.challenge_ttl
+            return nonce
+
+    def check_transport_signature(self, account: str, signature: str | bytes) -> TransportGrant:
+        """Stage 1 without SSH: verify an SSHSIG signature (namespace
+        ``nxauth``) over a nonce from :meth:`challenge`, then apply the same
+        key policy to the signing key.  Every outstanding challenge is spent
+        by this call, whatever its outcome."""
+        if not isinstance(account, str):
+            raise UsageError("account must be a str")
+        if not isinstance(signature, str | bytes):
+            raise UsageError("signature must be the armored SSHSIG text (str or bytes)")
+        from nxauth.keys.sshsig import parse_sshsig, verify_sshsig_detailed
+
+        with self._lock:
+            self._gate(1, "sshsig", account)
+            now = self._auth.clock()
+            live = [nonce for nonce, expires in self._challenges.items() if expires > now]
+            self._challenges.clear()
+            try:
+                sig = parse_sshsig(signature)
+            except KeyFormatError as exc:
+                self._fail(1, Reason.KEY_FORMAT, "sshsig", account, detail=exc.detail)
+            fingerprint = sig.public_key.fingerprint
+            if sig.namespace != SSHSIG_NAMESPACE:
+                self._fail(
+                    1,
+                    Reason.CHALLENGE_INVALID,
+                    "sshsig",
+                    account,
+                    fingerprint=fingerprint,
+                    detail=f"namespace {sig.namespace[:40]!r}",
+                )
+            if not live:
+                self._fail(
+                    1,
+                    Reason.CHALLENGE_INVALID,
+                    "sshsig",
+                    account,
+                    fingerprint=fingerprint,
+                    detail="no live challenge (expired, replayed or never issued)",
+                )
+            checks = (verify_sshsig_detailed(sig, nonce.encode("ascii"), SSHSIG_NAMESPACE) for nonce in live)
+            check = next((c for c in checks if c.valid), None)
+            if check is None:
+                self._fail(1, Reason.BAD_SIGNATURE, "sshsig", account, fingerprint=fingerprint)
+            # security keys: the policy judges the flags (touch, verification) against the entry's options
+            return self._stage1(account, sig.public_key, "sshsig", signature_flags=check.flags)
+
+    def _stage1(
+        self, account: str, key: PublicKey, method: str, *, signature_flags: int | None = None
+    ) -> TransportGrant:
+        from nxauth.core.stage1 import decide_transport
+
+        decision = decide_transport(
+            self._auth.config.transport,
+            self._auth.backends,
+            account,
+            key,
+            peer_host=self.peer.host,
+            now=self._auth.clock(),
+            method=method,
+            signature_flags=signature_flags,
+        )
+        fingerprint = key.fingerprint
+        grant = decision.grant
+        if grant is None:
+            self._fail(
+                1,
+                decision.reason,
+                method,
+                account,
+                backend=decision.backend,
+                fingerprint=fingerprint,
+                invalid_user=decision.invalid_user,
+                detail=decision.detail,
+            )
+        if (
+            not self._emit(1, "accepted", Reason.OK, method, account, backend=grant.source, fingerprint=fingerprint)
+            and self._auth.config.audit.required
+        ):
+            self._fail(1, Reason.AUDIT_FAILED, method, account, fingerprint=fingerprint)
+        self._grant = grant
+        self._state = SessionState.TRANSPORT_OK
+        return grant
+
+    # ------------------------------------------------------------ stage 2
+
+    def login(
+        self,
+        username: str,
+        password: str | Secret,
+        *,
+        conversation: ConversationCallback | None = None,
+        deadline: float | None = None,
+    ) -> Identity:
+        """Stage 2: authenticate the real user.  Returns the :class:`Identity`;
+        raises :class:`AuthenticationFailed` on any denial.
+
+        ``conversation(prompt, echo) -> str`` relays a backend's further
+        questions (a one-time code, a new password) to the client.
+
+        ``deadline`` (a :func:`time.monotonic` value) bounds the login for a
+        host that answers its client with a timeout: a login that starts
+        after it asks no backend, and an allow that comes after it is not
+        honoured.  Either way the login fails with ``Reason.LOGIN_TIMEOUT``,
+        audited, counted neither by the throttle nor against
+        ``session.max_attempts`` (closing the session is the host's call:
+        :meth:`abort`).  It does not interrupt a backend (each has its own
+        ``timeout``), and the backends of a login already under way are
+        all asked."""
+        if not isinstance(password, str | Secret):
+            raise UsageError(f"password must be a str or nxauth.Secret, not {type(password).__name__}")
+        if conversation is not None and not callable(conversation):
+            raise UsageError("conversation must be callable")
+        if deadline is not None and (isinstance(deadline, bool) or not isinstance(deadline, int | float)):
+            raise UsageError("deadline must be a time.monotonic() value")
+        secret = Secret(password)
+        with self._lock:
+            return self._login(username, secret, conversation, deadline)
+
+    async def login_async(
+        self,
+        username: str,
+        password: str | Secret,
+        *,
+        conversation: ConversationCallback | None = None,
+        deadline: float | None = None,
+    ) -> Identity:
+        """:meth:`login` run in the authenticator's bounded thread pool, so the
+        event loop never blocks.  ``conversation`` may be a coroutine function.
+        A host that gives up waiting (``asyncio.wait_for``) should pass the
+        same ``deadline``: the login still running in its thread then fails
+        instead of completing unseen."""
+        loop = asyncio.get_running_loop()
+        relay: ConversationCallback | None = conversation
+        if conversation is not None and inspect.iscoroutinefunction(conversation):
+            async_conversation = conversation
+
+            def relay(prompt: str, echo: bool) -> Any:
+                return asyncio.run_coroutine_threadsafe(async_conversation(prompt, echo), loop).result()
+
+        return await loop.run_in_executor(
+            self._auth.executor(), lambda: self.login(username, password, conversation=relay, deadline=deadline)
+        )
+
+    def _login(
+        self,
+        raw_username: object,
+        password: Secret,
+        conversation: ConversationCallback | None,
+        deadline: float | None,
+    ) -> Identity:
+        shown = raw_username if isinstance(raw_username, str) else repr(type(raw_username))
+        self._gate(2, "password", shown)
+        auth = self._auth
+        cfg = auth.config
+        try:
+            username = auth.canonical_username(raw_username)
+        except InvalidUsername as exc:
+            self._record_failure(None)
+            self._fail(2, Reason.INVALID_USERNAME, "password", shown, invalid_user=True, detail=str(exc))
+        try:
+            lockout, dirty = auth.throttle.check_state(username, self.peer)
+        except StoreError as exc:
+            self._fail(2, Reason.BACKEND_ERROR, "password", username, detail=f"throttle: {exc}")
+        if lockout is not None:
+            self._fail(
+                2,
+                Reason.LOCKED_OUT,
+                "password",
+                username,
+                outcome="refused",
+                detail=f"{lockout.key} locked for {max(0.0, lockout.until - auth.clock()):.0f}s more",
+            )
+        try:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise _Denied(Reason.LOGIN_TIMEOUT, outcome="refused", detail="the login deadline had passed")
+            identity, messages = self._stage2(username, password, conversation)
+            if deadline is not None and (late := time.monotonic() - deadline) >= 0:
+                raise _Denied(
+                    Reason.LOGIN_TIMEOUT,
+                    backend=identity.backend,
+                    detail=f"the backends allowed the login {late:.1f} s after its deadline; not honoured",
+                )
+        except _Denied as denied:
+            if denied.reason not in NOT_COUNTED:
+                self._record_failure(username)
+            self._fail(
+                2,
+                denied.reason,
+                "password",
+                username,
+                outcome=denied.outcome,
+                count=denied.reason is not Reason.LOGIN_TIMEOUT,  # the host closes the session (abort)
+                backend=denied.backend,
+                invalid_user=denied.reason in INVALID_USER_REASONS,
+                detail=denied.detail,
+            )
+        if (
+            not self._emit(2, "accepted", Reason.OK, "password", username, backend=identity.backend, detail=messages)
+            and cfg.audit.required
+        ):
+            self._fail(2, Reason.AUDIT_FAILED, "password", username, backend=identity.backend)
+        try:
+            auth.throttle.record_success(username, self.peer, dirty=dirty)
+        except StoreError as exc:
+            log.warning("throttle: cannot record success: %s", exc)
+        self._identity = identity
+        self._state = SessionState.AUTHENTICATED
+        return identity
+
+    def _record_failure(self, username: str | None) -> None:
+        try:
+            lockout = self._auth.throttle.record_failure(username, self.peer)
+        except StoreError as exc:
+            log.error("throttle: cannot record failure: %s", exc)
+            return
+        if lockout is not None:
+            log.warning("throttle: %s locked out until %.0f", lockout.key, lockout.until)
+
+    def _stage2(
+        self, username: str, password: Secret, conversation: ConversationCallback | None
+    ) -> tuple[Identity, str]:
+        """The stacks; returns the identity and the backends' messages (PAM
+        info text, ...) for the accepted event."""
+        auth = self._auth
+        cfg = auth.config
+        if password.is_empty():
+            raise _Denied(Reason.EMPTY_PASSWORD, outcome="refused")
+        value = password.reveal()
+        limit = cfg.session.max_password_bytes
+        if len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit:
+            raise _Denied(Reason.INVALID_PASSWORD, outcome="refused", detail=f"password longer than {limit} bytes")
+        if "\x00" in value:
+            raise _Denied(Reason.INVALID_PASSWORD, outcome="refused", detail="NUL in password")
+        del value
+        attempt = Attempt(
+            username,
+            password,
+            peer=self.peer,
+            session_id=self.id,
+            transport=self._grant,
+            conversation=conversation,
+        )
+        timeouts = auth.timeout_executor() if auth.plan.needs_timeouts else None
+        result = evaluate([Step(n, c, partial(m, attempt), t) for n, c, m, t in auth.plan.auth], timeouts)
+        if not result.allowed:
+            raise _Denied(
+                result.verdict.reason, backend=result.decided_by, detail=_trail_detail(result.verdict, attempt)
+            )
+        for outcome in result.allowed_by:
+            reported = outcome.verdict.username
+            if reported is not None and reported != username and _canonical(auth, reported) != username:
+                raise _Denied(
+                    Reason.NAME_MISMATCH, backend=outcome.name, detail=f"backend reported user {reported[:100]!r}"
+                )
+        backend = result.allowed_by[0].name
+        groups, attributes = _merge(result.allowed_by)
+        identity = Identity(
+            username, backend, self.peer, self.id, self._grant, groups, attributes, authenticated_at=auth.clock()
+        )
+        account = evaluate([Step(n, c, partial(m, identity), t) for n, c, m, t in auth.plan.account], timeouts)
+        if not account.allowed:
+            detail = _scrub(account.verdict.detail, attempt.password)
+            raise _Denied(account.verdict.reason, backend=account.decided_by, detail=detail)
+        more_groups, more_attributes = _merge(account.allowed_by)
+        if more_groups - groups or more_attributes.keys() - attributes.keys():
+            identity = dataclasses.replace(
+                identity,
+                groups=groups | more_groups,
+                attributes=MappingProxyType({**more_attributes, **attributes}),
+            )
+        return identity, _scrub("; ".join(f"msg: {m}" for m in attempt.messages), attempt.password)[:500]
+
+
+def _canonical(auth: Authenticator, name: str) -> str | None:
+    try:
+        return auth.canonical_username(name)
+    except InvalidUsername:
+        return None
+
+
+def _merge(outcomes: Iterable[Outcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
+    groups: set[str] = set()
+    attributes: dict[str, Any] = {}
+    for outcome in outcomes:
+        verdict = outcome.verdict
+        if verdict.decision is Decision.ALLOW:
+            groups.update(verdict.groups)
+            for key, value in verdict.attributes.items():
+                attributes.setdefault(key, value)
+    return frozenset(groups), MappingProxyType(attributes)
+
+
+def _trail_detail(verdict: Verdict, attempt: Attempt) -> str:
+    parts: Sequence[str] = [verdict.detail] if verdict.detail else []
+    if attempt.messages:
+        parts = [*parts, *("msg: " + m for m in attempt.messages)]
+    return _scrub("; ".join(parts), attempt.password)[:500]
+
+
+def _scrub(text: str, password: Secret) -> str:
+    """Defence in depth: a backend's detail or message (an exception text, a
+    PAM message) must not carry the password into the audit trail."""
+    secret = password.reveal()
+    return text.replace(secret, "***") if secret and secret in text else text

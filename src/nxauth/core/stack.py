@@ -1,0 +1,147 @@
+"""Stack evaluation with Linux-PAM control flags.
+
+``required``   a failure is recorded and the stack goes on; the stack fails.
+``requisite``  a failure stops the stack at once; the stack fails.
+``sufficient`` a success ends the stack with success, unless a required
+               entry failed before (then it ends with that failure);
+               a failure is ignored.
+``optional``   a success counts; a failure is ignored.
+
+An abstention (``Verdict.abstain()``, PAM_IGNORE) is ignored whatever the
+flag.  A stack with no success, or only abstentions, or no entries, denies.
+A backend that raises, or exceeds its timeout, is a deny with
+:attr:`Reason.BACKEND_ERROR` / :attr:`Reason.TIMEOUT`: never an allow.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, final
+
+from nxauth.config import Control
+from nxauth.model import ConversationFailed, ConversationUnavailable, Decision, Reason, Verdict
+
+__all__ = ["Outcome", "StackResult", "Step", "evaluate", "run_step"]
+
+log = logging.getLogger("nxauth.stack")
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Step:
+    """One stack entry, ready to run: its instance name, flag, and the call."""
+
+    name: str
+    control: Control
+    call: Callable[[], Any]
+    timeout: float | None = None
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What one entry said, as recorded in the trail."""
+
+    name: str
+    control: Control
+    verdict: Verdict
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StackResult:
+    """The stack's decision, the entry that decided it, and the whole trail."""
+
+    verdict: Verdict
+    decided_by: str | None
+    allowed_by: tuple[Outcome, ...]
+    trail: tuple[Outcome, ...]
+
+    @property
+    def allowed(self) -> bool:
+        return self.verdict.decision is Decision.ALLOW
+
+
+def run_step(step: Step, executor: concurrent.futures.Executor | None = None) -> Verdict:
+    """Call one backend and turn whatever happens into a verdict.
+
+    Anything but a :class:`Verdict` (an exception, a timeout, a wrong return
+    type) is a deny.  With a timeout the call runs on ``executor``; a call
+    that overruns is abandoned (it finishes in its thread) and denied.
+    """
+    try:
+        if step.timeout is not None and executor is not None:
+            future = executor.submit(step.call)
+            try:
+                result = future.result(timeout=step.timeout)
+            except concurrent.futures.TimeoutError:
+                future.cancel()
+                log.warning("backend %s exceeded its timeout of %gs", step.name, step.timeout)
+                return Verdict.deny(Reason.TIMEOUT, f"{step.name} exceeded {step.timeout:g}s")
+        else:
+            result = step.call()
+    except ConversationUnavailable as exc:
+        return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE, str(exc))
+    except ConversationFailed as exc:
+        return Verdict.deny(Reason.CONVERSATION_FAILED, str(exc))
+    except Exception as exc:  # noqa: BLE001 - every failure of a backend is a deny
+        # the type only: an exception's text may carry what the backend was given
+        log.warning("backend %s raised %s", step.name, type(exc).__name__)
+        return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name}: {type(exc).__name__}: {str(exc)[:200]}")
+    if not isinstance(result, Verdict):
+        return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name} returned {type(result).__name__}, not a Verdict")
+    return result
+
+
+def evaluate(steps: Sequence[Step], executor: concurrent.futures.Executor | None = None) -> StackResult:
+    """Run the steps in order and apply the control flags."""
+    trail: list[Outcome] = []
+    allows: list[Outcome] = []
+    failure: Outcome | None = None  # first failure of a required/requisite entry
+    ignored: Outcome | None = None  # first ignored failure, for a more precise reason
+    for step in steps:
+        verdict = run_step(step, executor)
+        outcome = Outcome(step.name, step.control, verdict)
+        trail.append(outcome)
+        decision = verdict.decision
+        if decision is Decision.ABSTAIN:
+            continue
+        control = step.control
+        if decision is Decision.ALLOW:
+            if control is Control.SUFFICIENT:
+                if failure is None:
+                    allows.append(outcome)
+                    return _finish(trail, allows, failure, ignored, decided_by=step.name)
+                return _finish(trail, allows, failure, ignored, decided_by=failure.name)
+            allows.append(outcome)
+            continue
+        # a deny
+        if control is Control.REQUIRED or control is Control.REQUISITE:
+            if failure is None:
+                failure = outcome
+            if control is Control.REQUISITE:
+                return _finish(trail, allows, failure, ignored, decided_by=failure.name)
+        elif ignored is None:
+            ignored = outcome
+    return _finish(trail, allows, failure, ignored, decided_by=None)
+
+
+def _finish(
+    trail: list[Outcome],
+    allows: list[Outcome],
+    failure: Outcome | None,
+    ignored: Outcome | None,
+    *,
+    decided_by: str | None,
+) -> StackResult:
+    if failure is not None:
+        return StackResult(failure.verdict, failure.name, tuple(allows), tuple(trail))
+    if allows:
+        return StackResult(allows[0].verdict, decided_by or allows[0].name, tuple(allows), tuple(trail))
+    if ignored is not None:
+        return StackResult(ignored.verdict, ignored.name, (), tuple(trail))
+    detail = "empty stack" if not trail else "every backend abstained"
+    return StackResult(Verdict.deny(Reason.NO_DECISION, detail), None, (), tuple(trail))

@@ -1,0 +1,270 @@
+"""The plugin manager: built-ins by import path, third parties by entry point.
+
+A fresh :class:`pluggy.PluginManager` is made for every
+:class:`nxauth.Authenticator`; there is no module-level manager.  A plugin
+that fails to import, register or validate becomes a :class:`PluginError`
+naming it, and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import time
+import weakref
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, final
+
+from nxauth.config import BackendConfig, Config, Options
+from nxauth.errors import ConfigError, PluginError
+from nxauth.plugins import hookspecs
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from nxauth.store.sqlite import Store
+
+__all__ = [
+    "BUILTIN_PLUGINS",
+    "ENTRY_POINT_GROUP",
+    "BackendContext",
+    "BackendFactory",
+    "BackendRegistry",
+    "make_plugin_manager",
+]
+
+log = logging.getLogger("nxauth.plugins")
+
+ENTRY_POINT_GROUP: Final = "nxauth"
+
+#: Built-in plugins, registered by import path exactly like third-party ones.
+#: Each module is cheap to import: optional dependencies are imported when a
+#: backend of its kind is first built.
+BUILTIN_PLUGINS: Final[tuple[str, ...]] = (
+    "nxauth.backends.keystore",
+    "nxauth.backends.authorized_keys",
+    "nxauth.backends.passwords",
+    "nxauth.backends.users",
+    "nxauth.backends.system",
+    "nxauth.backends.pam",
+    "nxauth.backends.ldap",
+)
+
+
+@final
+class BackendContext:
+    """What a backend factory gets: the instance's name and options, and the
+    authenticator's long-lived things (configuration, store, state directory)."""
+
+    __module__ = "nxauth"
+
+    def __init__(
+        self,
+        config: BackendConfig,
+        *,
+        root: Config,
+        store: Callable[[], Store],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.name = config.name
+        self.clock = clock
+        self.kind = config.kind
+        self.timeout = config.timeout
+        self.config = root
+        self.options = Options(config.options, source=root.source, prefix=f"backends.{config.name}")
+        self._store = store
+
+    @property
+    def store(self) -> Store:
+        """The embedded store (opened on first use)."""
+        return self._store()
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir
+
+    def path(self, value: str) -> Path:
+        """``value`` as a path: ``~`` expanded, and a relative path taken from
+        the configuration file's directory (from the working directory when
+        the configuration is a mapping or the default)."""
+        candidate = Path(value).expanduser()
+        if candidate.is_absolute() or self.config.source.startswith("<"):
+            return candidate
+        return Path(self.config.source).resolve().parent / candidate
+
+    @property
+    def transport_account(self) -> str:
+        return self.config.transport.account
+
+    def error(self, key: str, message: str) -> ConfigError:
+        """A :class:`ConfigError` naming this instance's option ``key``."""
+        return self.options.error(key, message)
+
+    def __repr__(self) -> str:
+        return f"BackendContext(name={self.name!r}, kind={self.kind!r})"
+
+
+BackendFactory = Callable[[BackendContext], object]
+
+
+@final
+class BackendRegistry:
+    """Backend kinds by name.  Plugins add to it in ``nxauth_register_backends``."""
+
+    __module__ = "nxauth"
+
+    def __init__(self) -> None:
+        self._factories: dict[str, BackendFactory] = {}
+        self._owners: dict[str, str] = {}
+        self.current_plugin = "<code>"
+
+    def add(self, kind: str, factory: BackendFactory) -> None:
+        """Make backend kind ``kind`` available, built by ``factory(context)``."""
+        if not isinstance(kind, str) or not kind or not callable(factory):
+            raise PluginError(
+                "registry.add(kind, factory) needs a kind name and a callable", plugin=self.current_plugin
+            )
+        if kind in self._factories:
+            raise PluginError(
+                f"backend kind {kind!r} is already provided by {self._owners[kind]!r}", plugin=self.current_plugin
+            )
+        self._factories[kind] = factory
+        self._owners[kind] = self.current_plugin
+
+    def get(self, kind: str) -> BackendFactory | None:
+        return self._factories.get(kind)
+
+    def owner(self, kind: str) -> str | None:
+        return self._owners.get(kind)
+
+    def kinds(self) -> list[str]:
+        return sorted(self._factories)
+
+    def __contains__(self, kind: object) -> bool:
+        return kind in self._factories
+
+
+# the distribution ("name version") of each plugin loaded from an entry point,
+# per plugin manager (pluggy records it only for its own entry-point loader)
+_DISTRIBUTIONS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, str]] = weakref.WeakKeyDictionary()
+
+
+def _name_of(plugin: object) -> str:
+    return getattr(plugin, "__name__", None) or type(plugin).__name__
+
+
+def _register(pm: pluggy.PluginManager, plugin: object, name: str, errors: list[PluginError]) -> bool:
+    try:
+        pm.register(plugin, name=name)
+    except Exception as exc:  # noqa: BLE001 - one broken plugin must not stop the others
+        errors.append(PluginError(f"cannot register: {exc}", plugin=name))
+        return False
+    return True
+
+
+def make_plugin_manager(
+    plugins: Iterable[object] = (),
+    *,
+    builtins: bool = True,
+    entry_points: bool = True,
+    disabled: Iterable[str] = (),
+) -> tuple[pluggy.PluginManager, list[PluginError]]:
+    """Make a fresh plugin manager and load plugins into it.
+
+    Order: built-ins (by import path), then entry points of the group
+    ``nxauth``, then ``plugins`` given from code.  Returns the manager and the
+    errors of plugins that could not be loaded (each names its plugin).
+    """
+    import pluggy  # here, not at the top: ``nxauth authorized-keys`` builds key sources without it
+
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    errors: list[PluginError] = []
+    skip = set(disabled)
+
+    if builtins:
+        for path in BUILTIN_PLUGINS:
+            if path in skip:
+                continue
+            try:
+                module = importlib.import_module(path)
+            except Exception as exc:  # noqa: BLE001
+                errors.append(PluginError(f"cannot import: {type(exc).__name__}: {exc}", plugin=path))
+                continue
+            _register(pm, module, path, errors)
+
+    if entry_points:
+        from importlib import metadata
+
+        for ep in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
+            if ep.name in skip or ep.value in skip:
+                continue
+            if pm.has_plugin(ep.name):
+                errors.append(PluginError("an entry point of that name is already registered", plugin=ep.name))
+                continue
+            try:
+                plugin = ep.load()
+            except Exception as exc:  # noqa: BLE001
+                errors.append(
+                    PluginError(f"cannot load entry point {ep.value}: {type(exc).__name__}: {exc}", plugin=ep.name)
+                )
+                continue
+            dist = getattr(ep, "dist", None)  # None for an entry point made by hand
+            if _register(pm, plugin, ep.name, errors) and dist is not None:
+                _DISTRIBUTIONS.setdefault(pm, {})[ep.name] = f"{dist.name} {dist.version}"
+
+    for plugin in plugins:
+        name = _name_of(plugin)
+        if pm.is_registered(plugin):
+            continue
+        if pm.has_plugin(name):
+            name = f"{name}-{id(plugin):x}"
+        _register(pm, plugin, name, errors)
+
+    _check_pending(pm, errors)
+    return pm, errors
+
+
+def _check_pending(pm: pluggy.PluginManager, errors: list[PluginError]) -> None:
+    """Unregister plugins whose hooks match no spec (misspelled ``nxauth_*``)."""
+    from pluggy import PluginValidationError
+
+    for _ in range(100):
+        try:
+            pm.check_pending()
+            return
+        except PluginValidationError as exc:
+            plugin = exc.plugin
+            name = pm.get_name(plugin) or _name_of(plugin)
+            errors.append(PluginError(f"unknown hook: {exc}", plugin=name))
+            pm.unregister(plugin)
+
+
+def collect_backends(pm: pluggy.PluginManager, errors: list[PluginError]) -> BackendRegistry:
+    """Call every plugin's ``nxauth_register_backends`` into one registry.
+
+    Each plugin's hook is called on its own, so a plugin that raises is
+    reported by name and the others' kinds are still registered.
+    """
+    registry = BackendRegistry()
+    for impl in reversed(pm.hook.nxauth_register_backends.get_hookimpls()):
+        registry.current_plugin = impl.plugin_name
+        try:
+            impl.function(*[registry for _ in impl.argnames])
+        except PluginError as exc:
+            errors.append(exc)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(
+                PluginError(f"nxauth_register_backends failed: {type(exc).__name__}: {exc}", plugin=impl.plugin_name)
+            )
+    registry.current_plugin = "<code>"
+    return registry
+
+
+def describe_plugins(pm: pluggy.PluginManager) -> Mapping[str, Any]:
+    """Each loaded plugin's name and, for one loaded from an entry point, its
+    distribution as ``"name version"`` (``None`` for built-ins and plugins
+    given from code); for ``nxauth check``."""
+    distributions = _DISTRIBUTIONS.get(pm, {})
+    return {name: distributions.get(name) for name, _plugin in pm.list_name_plugin()}

@@ -1,0 +1,1 @@
+"""The store: where nxauth keeps state (the embedded SQLite file)."""

@@ -1,0 +1,251 @@
+"""The embedded store: one SQLite file for users, passwords, keys and throttle.
+
+WAL journal, a busy timeout, ``BEGIN IMMEDIATE`` transactions, the schema
+version in ``PRAGMA user_version``, file created with mode 0600 from its first
+byte.  One connection per thread (and per process after a fork).  A file
+that is corrupt, of a newer schema, or unreadable raises :class:`StoreError`
+naming it, and nothing is overwritten.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import sqlite3
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Final, final
+
+from nxauth.errors import StoreError
+
+__all__ = ["SCHEMA_VERSION", "Store"]
+
+log = logging.getLogger("nxauth.store")
+
+#: Each migration brings the schema from version ``index`` to ``index + 1``.
+MIGRATIONS: Final[tuple[str, ...]] = (
+    # 0 -> 1: throttle, users (both databases), transport keys
+    """
+    CREATE TABLE throttle_failures (
+        key TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX throttle_failures_key_at ON throttle_failures (key, at);
+    CREATE TABLE throttle_locks (
+        key TEXT PRIMARY KEY,
+        locked_until REAL NOT NULL,
+        lockouts INTEGER NOT NULL,
+        last_lockout REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE users (
+        username TEXT PRIMARY KEY,
+        password_hash TEXT,
+        enabled INTEGER NOT NULL DEFAULT 1,
+        comment TEXT NOT NULL DEFAULT '',
+        created REAL NOT NULL,
+        changed REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE transport_keys (
+        id INTEGER PRIMARY KEY,
+        account TEXT NOT NULL,
+        lookup BLOB NOT NULL,
+        line TEXT NOT NULL,
+        fingerprint TEXT NOT NULL,
+        comment TEXT NOT NULL DEFAULT '',
+        added REAL NOT NULL,
+        expires REAL
+    );
+    CREATE INDEX transport_keys_lookup ON transport_keys (account, lookup);
+    CREATE INDEX transport_keys_fingerprint ON transport_keys (fingerprint);
+    """,
+)
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+BUSY_TIMEOUT: Final = 30.0
+
+
+@final
+class Store:
+    """The SQLite store at ``path`` (created, with its directory, on first open)."""
+
+    __module__ = "nxauth"
+
+    def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT) -> None:
+        self.path = Path(path)
+        self.busy_timeout = busy_timeout
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[sqlite3.Connection] = []
+        self._pid = os.getpid()
+        self._closed = False
+        self._open_first()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.path)!r})"
+
+    # ------------------------------------------------------------ opening
+
+    def _error(self, message: str) -> StoreError:
+        return StoreError(f"{self.path}: {message}")
+
+    def _create_file(self) -> None:
+        directory = self.path.parent
+        try:
+            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise self._error(f"cannot create directory {directory}: {exc.strerror}") from None
+        try:
+            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
+        except FileExistsError:
+            return
+        except OSError as exc:
+            raise self._error(f"cannot create: {exc.strerror}") from None
+        os.close(fd)
+
+    def _open_first(self) -> None:
+        if not self.path.exists():
+            self._create_file()
+        try:
+            mode = self.path.stat().st_mode
+        except OSError as exc:
+            raise self._error(f"cannot stat: {exc.strerror}") from None
+        if not stat.S_ISREG(mode):
+            raise self._error("not a regular file")
+        if mode & 0o077:
+            log.warning("%s is readable by group or others (mode %o); it should be 0600", self.path, mode & 0o777)
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise self._error("not readable and writable by this user")
+        # Read the version on a bare connection before anything writes to the
+        # file (switching to WAL rewrites the header): a refused file stays as it was.
+        try:
+            probe = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot open ({exc})") from None
+        try:
+            version = probe.execute("PRAGMA user_version").fetchone()[0]
+            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"not a usable database ({exc})") from None
+        finally:
+            probe.close()
+        if version > SCHEMA_VERSION:
+            raise self._error(
+                f"schema version {version} is newer than this nxauth understands ({SCHEMA_VERSION}); upgrade nxauth"
+            )
+        conn = self._connect()
+        if version < SCHEMA_VERSION:
+            self._migrate(conn)
+
+    def _connect(self) -> sqlite3.Connection:
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=self.busy_timeout,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        except sqlite3.Error as exc:
+            raise self._error(f"cannot open ({exc})") from None
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.execute("PRAGMA foreign_keys=ON")
+        except sqlite3.DatabaseError as exc:
+            conn.close()
+            raise self._error(f"not a usable database ({exc})") from None
+        with self._lock:
+            self._connections.append(conn)
+        self._local.conn = conn
+        self._local.pid = os.getpid()
+        return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        with self._transaction(conn):
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise self._error(f"schema version {version} is newer than this nxauth understands")
+            for index in range(version, SCHEMA_VERSION):
+                for statement in MIGRATIONS[index].split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                log.info("%s: schema %d -> %d", self.path, index, index + 1)
+            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+
+    # ------------------------------------------------------------ use
+
+    def connection(self) -> sqlite3.Connection:
+        """This thread's connection (autocommit; use :meth:`transaction` to write)."""
+        if self._closed:
+            raise self._error("store is closed")
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None or self._local.pid != os.getpid():
+            conn = self._connect()
+        return conn
+
+    @contextlib.contextmanager
+    def _transaction(self, conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) and "busy" not in str(exc):
+                    raise self._error(f"cannot begin a transaction ({exc})") from None
+                if time.monotonic() > deadline:
+                    raise self._error("database stayed busy; try again") from None
+                time.sleep(delay)
+                delay = min(delay * 2, 0.2)
+        try:
+            yield conn
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        else:
+            try:
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                raise self._error(f"commit failed ({exc})") from None
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """A write transaction (``BEGIN IMMEDIATE``): commit on success,
+        rollback on any exception.  Waits out other writers up to the busy
+        timeout, then raises :class:`StoreError`."""
+        conn = self.connection()
+        try:
+            with self._transaction(conn) as tx:
+                yield tx
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"database error ({exc})") from None
+
+    def execute(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
+        """Run one read statement and return all rows."""
+        try:
+            return self.connection().execute(sql, parameters).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise self._error(f"database error ({exc})") from None
+
+    def integrity_check(self) -> str:
+        """``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
+        rows = self.execute("PRAGMA integrity_check")
+        return "\n".join(str(row[0]) for row in rows)
+
+    def schema_version(self) -> int:
+        return int(self.execute("PRAGMA user_version")[0][0])
+
+    def close(self) -> None:
+        """Close every connection this store opened."""
+        self._closed = True
+        with self._lock:
+            connections, self._connections = self._connections, []
+        for conn in connections:
+            with contextlib.suppress(sqlite3.Error):
+                conn.close()
+        self._local = threading.local()
