@@ -16,14 +16,13 @@ from nxauth.keys.authorized_keys import (
     AuthorizedKey,
     KeyOptions,
     format_options,
-    match_from,
-    match_source_address,
     parse_authorized_key,
     parse_authorized_keys,
     parse_expiry_time,
     read_authorized_keys,
 )
 from nxauth.keys.formats import parse_public_key
+from nxauth.keys.patterns import match_from, match_source_address
 
 KEY = (
     ed25519.Ed25519PrivateKey.generate()

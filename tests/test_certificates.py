@@ -1,4 +1,4 @@
-"""nxauth.keys.certificates against certificates signed by the real ``ssh-keygen -s``.
+"""nxauth.keys.formats' certificates against certificates signed by the real ``ssh-keygen -s``.
 
 Malformed certificates are built by hand with :func:`build_cert` (checked
 against ``ssh-keygen -L`` on a well-formed one).
@@ -16,8 +16,16 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
 from nxauth.errors import KeyFormatError
-from nxauth.keys.certificates import CERT_TYPE_HOST, CERT_TYPE_USER, FOREVER, Certificate, decode_certificate
-from nxauth.keys.formats import PublicKey, decode_public_key, parse_public_key
+from nxauth.keys.formats import (
+    CERT_TYPE_HOST,
+    CERT_TYPE_USER,
+    FOREVER,
+    Certificate,
+    PublicKey,
+    decode_certificate,
+    decode_public_key,
+    parse_public_key,
+)
 
 SSH_KEYGEN = shutil.which("ssh-keygen")
 pytestmark = pytest.mark.skipif(SSH_KEYGEN is None, reason="OpenSSH ssh-keygen is not installed")

@@ -127,7 +127,7 @@ def test_allowed_key_types_are_checked(name: str, hint: str) -> None:
 
 
 def test_allowed_key_types_accept_every_supported_type() -> None:
-    from nxauth.keys.formats import DSS, PLAIN_KEY_TYPES
+    from nxauth.keys.wire import DSS, PLAIN_KEY_TYPES
 
     names = sorted(PLAIN_KEY_TYPES - {DSS})
     config = parse_config({"transport": {"allowed_key_types": names}}, source="x.toml")

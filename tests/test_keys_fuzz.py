@@ -21,14 +21,21 @@ from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import (
     AuthorizedKey,
     KeyOptions,
-    match_from,
     parse_authorized_key,
     parse_authorized_keys,
 )
-from nxauth.keys.certificates import Certificate, decode_certificate
-from nxauth.keys.formats import KEY_TYPES, PublicKey, decode_public_key, parse_public_key, verify_signature
+from nxauth.keys.formats import (
+    Certificate,
+    PublicKey,
+    decode_certificate,
+    decode_public_key,
+    parse_public_key,
+    verify_signature,
+)
+from nxauth.keys.patterns import match_from
 from nxauth.keys.policy import KeyPolicy, evaluate_key, lookup_blob
 from nxauth.keys.sshsig import parse_sshsig, verify_sshsig
+from nxauth.keys.wire import KEY_TYPES
 from nxauth.model import Reason
 
 FUZZ = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])

@@ -481,15 +481,15 @@ def _check_key_types(tr: _Reader) -> frozenset[str] | None:
     names = tr.strings("allowed_key_types", ())
     if not names:
         raise tr.error("allowed_key_types", "names no key type (leave it out for every supported type)")
-    from nxauth.keys.formats import _CERT_BASE, DSS, PLAIN_KEY_TYPES
+    from nxauth.keys.wire import CERT_BASE, DSS, PLAIN_KEY_TYPES
 
     for index, name in enumerate(names):
         if name in PLAIN_KEY_TYPES and name != DSS:
             continue
-        if name == DSS or _CERT_BASE.get(name) == DSS:
+        if name == DSS or CERT_BASE.get(name) == DSS:
             why = "ssh-dss (DSA) keys are never accepted"
-        elif name in _CERT_BASE:
-            why = f"names a certificate type: list {_CERT_BASE[name]!r}, which covers its certificates"
+        elif name in CERT_BASE:
+            why = f"names a certificate type: list {CERT_BASE[name]!r}, which covers its certificates"
         elif name in ("rsa-sha2-256", "rsa-sha2-512"):
             why = f"{name!r} is a signature algorithm: the key type is 'ssh-rsa'"
         else:

@@ -1,4 +1,4 @@
-"""SSH public keys: wire-format decoding, fingerprints and signature checks.
+"""SSH public keys and OpenSSH certificates: decoding, fingerprints and signature checks.
 
 A :class:`PublicKey` is always valid: constructing one parses and checks the
 whole blob (RFC 4253, RFC 5656, RFC 8709, PROTOCOL.certkeys, PROTOCOL.u2f) and
@@ -15,166 +15,52 @@ DSA signature never verifies; RSA signatures are accepted only as
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import re
 import struct
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final, final
+from types import MappingProxyType
+from typing import Any, Final, final
 
 from nxauth.errors import KeyFormatError
-
-if TYPE_CHECKING:
-    from nxauth.keys.certificates import Certificate
+from nxauth.keys.wire import (
+    CERT_BASE,
+    DSS,
+    ECDSA_CURVES,
+    ED25519,
+    KEY_TYPES,
+    LABELS,
+    MAX_BLOB_SIZE,
+    MAX_CERT_DEPTH,
+    MAX_RSA_BITS,
+    PLAIN_KEY_TYPES,
+    RSA,
+    SK_ECDSA,
+    SK_ED25519,
+    SK_USER_PRESENCE,
+    SK_USER_VERIFIED,
+    Reader,
+    b64decode_strict,
+    check_point,
+    check_rsa,
+    ssh_string,
+)
 
 __all__ = [
-    "CERT_KEY_TYPES",
-    "KEY_TYPES",
-    "PLAIN_KEY_TYPES",
-    "SK_USER_PRESENCE",
-    "SK_USER_VERIFIED",
+    "CERT_TYPE_HOST",
+    "CERT_TYPE_USER",
+    "FOREVER",
+    "Certificate",
     "PublicKey",
     "SignatureCheck",
     "coerce_public_key",
+    "decode_certificate",
     "decode_public_key",
     "parse_public_key",
     "verify_signature",
     "verify_signature_detailed",
 ]
-
-ED25519: Final = "ssh-ed25519"
-RSA: Final = "ssh-rsa"
-DSS: Final = "ssh-dss"
-SK_ED25519: Final = "sk-ssh-ed25519@openssh.com"
-SK_ECDSA: Final = "sk-ecdsa-sha2-nistp256@openssh.com"
-
-#: ECDSA key type -> (curve identifier, signature hash name, bits, field prime p, curve coefficient b)
-#: (the NIST curves of FIPS 186-4, a = -3; held equal to cryptography's by the tests).  The
-#: ``cryptography`` package is imported only to verify a signature, not to parse a key: parsing
-#: checks what cryptography would (point on the curve, RSA exponent and modulus) in plain Python,
-#: which keeps ``nxauth authorized-keys`` (run by sshd on every login) from loading it.
-_ECDSA: Final[dict[str, tuple[str, str, int, int, int]]] = {
-    "ecdsa-sha2-nistp256": (
-        "nistp256",
-        "SHA256",
-        256,
-        2**256 - 2**224 + 2**192 + 2**96 - 1,
-        0x5AC635D8AA3A93E7B3EBBD55769886BC651D06B0CC53B0F63BCE3C3E27D2604B,
-    ),
-    "ecdsa-sha2-nistp384": (
-        "nistp384",
-        "SHA384",
-        384,
-        2**384 - 2**128 - 2**96 + 2**32 - 1,
-        0xB3312FA7E23EE7E4988E056BE3F82D19181D9C6EFE8141120314088F5013875AC656398D8A2ED19D2A85C8EDD3EC2AEF,
-    ),
-    "ecdsa-sha2-nistp521": (
-        "nistp521",
-        "SHA512",
-        521,
-        2**521 - 1,
-        0x0051953EB9618E1C9A1F929A21A0B68540EEA2DA725B99B315F3B8B489918EF109E156193951EC7E937B1652C0BD3BB1BF073573DF883D2C34F1EF451FD46B503F00,
-    ),
-}
-#: certificate type -> certified (plain) key type
-_CERT_BASE: Final[dict[str, str]] = {
-    "ssh-rsa-cert-v01@openssh.com": RSA,
-    "ssh-dss-cert-v01@openssh.com": DSS,
-    "ssh-ed25519-cert-v01@openssh.com": ED25519,
-    "ecdsa-sha2-nistp256-cert-v01@openssh.com": "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384-cert-v01@openssh.com": "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521-cert-v01@openssh.com": "ecdsa-sha2-nistp521",
-    "sk-ssh-ed25519-cert-v01@openssh.com": SK_ED25519,
-    "sk-ecdsa-sha2-nistp256-cert-v01@openssh.com": SK_ECDSA,
-}
-PLAIN_KEY_TYPES: Final = frozenset({RSA, DSS, ED25519, SK_ED25519, SK_ECDSA, *_ECDSA})
-CERT_KEY_TYPES: Final = frozenset(_CERT_BASE)
-KEY_TYPES: Final = PLAIN_KEY_TYPES | CERT_KEY_TYPES
-_LABELS: Final = {
-    RSA: "RSA",
-    DSS: "DSA",
-    ED25519: "ED25519",
-    SK_ED25519: "ED25519-SK",
-    SK_ECDSA: "ECDSA-SK",
-    **dict.fromkeys(_ECDSA, "ECDSA"),
-}
-
-#: flags byte of a security-key signature (PROTOCOL.u2f)
-SK_USER_PRESENCE: Final = 0x01
-SK_USER_VERIFIED: Final = 0x04
-
-MAX_BLOB_SIZE: Final = 64 * 1024
-MAX_RSA_BITS: Final = 16384
-_MAX_MPINT: Final = MAX_RSA_BITS // 8 + 1
-_MAX_CERT_DEPTH: Final = 1  # a CA key may be a certificate (refused later), not deeper
-
-
-class _Reader:
-    """A cursor over SSH wire data (RFC 4251 section 5); every fault is a KeyFormatError."""
-
-    __slots__ = ("_buf", "_what", "pos")
-
-    def __init__(self, buf: bytes, what: str) -> None:
-        self._buf = buf
-        self._what = what
-        self.pos = 0
-
-    def _take(self, n: int) -> bytes:
-        if n > len(self._buf) - self.pos:
-            raise KeyFormatError(f"{self._what}: truncated (a field runs past the end)")
-        data = self._buf[self.pos : self.pos + n]
-        self.pos += n
-        return data
-
-    def fixed(self, n: int) -> bytes:
-        return self._take(n)
-
-    def u8(self) -> int:
-        return self._take(1)[0]
-
-    def u32(self) -> int:
-        value: int = struct.unpack(">I", self._take(4))[0]
-        return value
-
-    def u64(self) -> int:
-        value: int = struct.unpack(">Q", self._take(8))[0]
-        return value
-
-    def string(self) -> bytes:
-        return self._take(self.u32())
-
-    def text(self) -> str:
-        raw = self.string()
-        if b"\0" in raw:
-            raise KeyFormatError(f"{self._what}: a text field contains a NUL byte")
-        try:
-            return raw.decode("utf-8")
-        except UnicodeDecodeError:
-            raise KeyFormatError(f"{self._what}: a text field is not UTF-8") from None
-
-    def mpint(self, *, canonical: bool = True) -> int:
-        raw = self.string()
-        if len(raw) > _MAX_MPINT:
-            raise KeyFormatError(f"{self._what}: integer too large")
-        if raw and raw[0] & 0x80:
-            raise KeyFormatError(f"{self._what}: negative integer")
-        if canonical and raw[:1] == b"\0" and (len(raw) == 1 or not raw[1] & 0x80):
-            raise KeyFormatError(f"{self._what}: integer not minimally encoded")
-        return int.from_bytes(raw, "big")
-
-    @property
-    def remaining(self) -> int:
-        return len(self._buf) - self.pos
-
-    def done(self) -> None:
-        if self.pos != len(self._buf):
-            raise KeyFormatError(f"{self._what}: {len(self._buf) - self.pos} trailing bytes")
-
-
-def ssh_string(data: bytes | str) -> bytes:
-    """Encode ``data`` as an SSH ``string`` (uint32 length, then the bytes)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    return struct.pack(">I", len(raw)) + raw
 
 
 class _KeyData:
@@ -226,32 +112,12 @@ def _make_crypto(base_type: str, params: tuple[Any, ...]) -> Any:
             "nistp384": ec.SECP384R1(),
             "nistp521": ec.SECP521R1(),
         }
-        return ec.EllipticCurvePublicKey.from_encoded_point(curves[_ECDSA[ecdsa_type][0]], params[0])
+        return ec.EllipticCurvePublicKey.from_encoded_point(curves[ECDSA_CURVES[ecdsa_type][0]], params[0])
     except ValueError as exc:
         raise KeyFormatError(f"{base_type}: invalid public key ({exc})") from None
 
 
-def _check_rsa(e: int, n: int) -> None:
-    """The checks cryptography makes of RSA public numbers."""
-    if n < 3 or n % 2 == 0:
-        raise KeyFormatError("ssh-rsa: invalid public key (n must be odd and at least 3)")
-    if not 3 <= e < n or e % 2 == 0:
-        raise KeyFormatError("ssh-rsa: invalid public key (e must be odd, at least 3 and less than n)")
-
-
-def _check_point(ecdsa_type: str, point: bytes) -> None:
-    """An uncompressed point on the curve (the curves' cofactor is 1)."""
-    curve_id, _hash, _bits, p, b = _ECDSA[ecdsa_type]
-    size = (p.bit_length() + 7) // 8
-    if len(point) != 1 + 2 * size or point[0] != 4:
-        raise KeyFormatError(f"{ecdsa_type}: EC point is not an uncompressed {curve_id} point")
-    x = int.from_bytes(point[1 : 1 + size], "big")
-    y = int.from_bytes(point[1 + size :], "big")
-    if x >= p or y >= p or (y * y - (x * x * x - 3 * x + b)) % p != 0:
-        raise KeyFormatError(f"{ecdsa_type}: invalid public key (the point is not on the curve)")
-
-
-def _parse_plain_body(base_type: str, r: _Reader) -> _KeyData:
+def _parse_plain_body(base_type: str, r: Reader) -> _KeyData:
     """Parse the type-specific fields of a plain key (after its type string)."""
     application: str | None = None
     params: tuple[Any, ...] = ()
@@ -259,7 +125,7 @@ def _parse_plain_body(base_type: str, r: _Reader) -> _KeyData:
         e, n = r.mpint(), r.mpint()
         if n.bit_length() > MAX_RSA_BITS:
             raise KeyFormatError(f"RSA modulus larger than {MAX_RSA_BITS} bits")
-        _check_rsa(e, n)
+        check_rsa(e, n)
         params = (e, n)
         bits = n.bit_length()
     elif base_type == DSS:
@@ -275,11 +141,11 @@ def _parse_plain_body(base_type: str, r: _Reader) -> _KeyData:
         bits = 256
     else:
         ecdsa_type = "ecdsa-sha2-nistp256" if base_type == SK_ECDSA else base_type
-        curve_id, _hash, bits, _p, _b = _ECDSA[ecdsa_type]
+        curve_id, _hash, bits, _p, _b = ECDSA_CURVES[ecdsa_type]
         if r.text() != curve_id:
             raise KeyFormatError(f"{base_type}: curve identifier does not match the key type")
         point = r.string()
-        _check_point(ecdsa_type, point)
+        check_point(ecdsa_type, point)
         params = (point,)
     if base_type in (SK_ED25519, SK_ECDSA):
         application = r.text()
@@ -289,14 +155,12 @@ def _parse_plain_body(base_type: str, r: _Reader) -> _KeyData:
 def _parse_blob(blob: bytes, depth: int) -> _KeyData:
     if len(blob) > MAX_BLOB_SIZE:
         raise KeyFormatError(f"key blob larger than {MAX_BLOB_SIZE} bytes")
-    r = _Reader(blob, "key")
+    r = Reader(blob, "key")
     key_type = r.text()
-    if key_type in _CERT_BASE:
-        if depth > _MAX_CERT_DEPTH:
+    if key_type in CERT_BASE:
+        if depth > MAX_CERT_DEPTH:
             raise KeyFormatError("certificate nested too deep (a CA key that is a certificate signed by one)")
-        from nxauth.keys.certificates import _parse_certificate
-
-        cert = _parse_certificate(blob, r, key_type, _CERT_BASE[key_type], depth)
+        cert = _parse_certificate(blob, r, key_type, CERT_BASE[key_type], depth)
         inner = cert.public_key._data
         data = _KeyData(key_type, inner.base_type, inner.bits, inner.params, inner.application)
         data.certificate = cert
@@ -371,7 +235,7 @@ class PublicKey:
     @property
     def label(self) -> str:
         """The type as ssh-keygen names it: ``ED25519``, ``RSA-CERT``, ``ECDSA-SK``..."""
-        label = _LABELS[self._data.base_type]
+        label = LABELS[self._data.base_type]
         return label + "-CERT" if self.is_certificate else label
 
     def to_openssh(self) -> str:
@@ -418,16 +282,6 @@ def decode_public_key(blob: bytes, comment: str = "") -> PublicKey:
         raise KeyFormatError(f"a key blob is bytes, not {type(blob).__name__}")
     data = _parse_blob(blob, 0)
     return _make_key(data.key_type, blob, comment if isinstance(comment, str) else "", data)
-
-
-def b64decode_strict(text: str, what: str) -> bytes:
-    """Standard, padded base64 without whitespace; KeyFormatError otherwise."""
-    if not text.isascii():
-        raise KeyFormatError(f"{what}: not base64")
-    try:
-        return base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise KeyFormatError(f"{what}: not base64") from None
 
 
 def parse_public_key(text: str) -> PublicKey:
@@ -501,7 +355,7 @@ def verify_signature_detailed(
         raise KeyFormatError("verify_signature needs a PublicKey")
     if not isinstance(signature, bytes) or not isinstance(data, bytes | bytearray | memoryview):
         raise KeyFormatError("signature and data must be bytes")
-    r = _Reader(signature, "signature")
+    r = Reader(signature, "signature")
     alg = r.text()
     kd = key._data
     base = kd.base_type
@@ -532,10 +386,10 @@ def verify_signature_detailed(
                 raise KeyFormatError(f"Ed25519 signature is {len(raw)} bytes, not 64")
             crypto.verify(raw, message)
         elif isinstance(crypto, ec.EllipticCurvePublicKey):
-            sr = _Reader(raw, "ECDSA signature")
+            sr = Reader(raw, "ECDSA signature")
             sig_r, sig_s = sr.mpint(canonical=False), sr.mpint(canonical=False)
             sr.done()
-            digest: hashes.HashAlgorithm = getattr(hashes, "SHA256" if base == SK_ECDSA else _ECDSA[base][1])()
+            digest: hashes.HashAlgorithm = getattr(hashes, "SHA256" if base == SK_ECDSA else ECDSA_CURVES[base][1])()
             crypto.verify(encode_dss_signature(sig_r, sig_s), message, ec.ECDSA(digest))
         else:
             size = (crypto.key_size + 7) // 8
@@ -563,3 +417,162 @@ def verify_signature(
     """
     check = verify_signature_detailed(key, signature, data, allowed_algorithms=allowed_algorithms)
     return check.valid and (check.flags is None or check.user_present)
+
+
+# ---------------------------------------------------------------- certificates (PROTOCOL.certkeys)
+
+CERT_TYPE_USER: Final = 1
+CERT_TYPE_HOST: Final = 2
+#: ``valid_before`` of a certificate that never expires
+FOREVER: Final = 0xFFFFFFFFFFFFFFFF
+MAX_PRINCIPALS: Final = 256
+
+
+@final
+@dataclass(frozen=True)
+class Certificate:
+    """A decoded OpenSSH certificate.
+
+    ``public_key`` is the certified plain key, ``signature_key`` the CA key,
+    ``signed_data`` the bytes the CA signed (every field before the
+    signature).  Times are seconds since the epoch; ``valid_before`` is
+    :data:`FOREVER` for a certificate without end.
+    """
+
+    key_type: str
+    nonce: bytes
+    public_key: PublicKey
+    serial: int
+    cert_type: int
+    key_id: str
+    principals: tuple[str, ...]
+    valid_after: int
+    valid_before: int
+    critical_options: Mapping[str, str] = field(hash=False)
+    extensions: Mapping[str, str] = field(hash=False)
+    signature_key: PublicKey
+    signature: bytes
+    signed_data: bytes = field(repr=False)
+    reserved: bytes = b""
+    critical_options_raw: tuple[tuple[str, bytes], ...] = ()
+    extensions_raw: tuple[tuple[str, bytes], ...] = ()
+    _verified: list[bool] = field(default_factory=list, init=False, repr=False, compare=False, hash=False)
+
+    @property
+    def is_user(self) -> bool:
+        return self.cert_type == CERT_TYPE_USER
+
+    @property
+    def is_host(self) -> bool:
+        return self.cert_type == CERT_TYPE_HOST
+
+    def valid_at(self, now: float) -> bool:
+        """``valid_after <= now < valid_before``."""
+        return self.valid_after <= now < self.valid_before
+
+    def verify(self) -> bool:
+        """True when the CA signature over ``signed_data`` is valid.
+
+        A CA key that is itself a certificate is refused, as are DSA and
+        SHA-1 RSA signatures.  The result is cached.
+        """
+        if not self._verified:
+            ok = False
+            if not self.signature_key.is_certificate:
+                try:
+                    ok = verify_signature_detailed(self.signature_key, self.signature, self.signed_data).valid
+                except KeyFormatError:
+                    ok = False
+            self._verified.append(ok)
+        return self._verified[0]
+
+    def describe(self) -> str:
+        """``ID "key id" (serial N) CA ED25519 SHA256:...``, as sshd logs a certificate."""
+        key_id = "".join(c if c.isprintable() else "?" for c in self.key_id[:100])
+        ca = self.signature_key
+        return f'ID "{key_id}" (serial {self.serial}) CA {ca.label} {ca.fingerprint}'
+
+
+def _option_value(data: bytes) -> str:
+    """Readable value of an option: ``""`` if empty, the inner string if the data is one, else latin-1 text."""
+    if not data:
+        return ""
+    r = Reader(data, "certificate option")
+    try:
+        value = r.text()
+        r.done()
+    except KeyFormatError:
+        return data.decode("latin-1")
+    return value
+
+
+def _options(blob: bytes, what: str) -> tuple[tuple[str, bytes], ...]:
+    r = Reader(blob, f"certificate {what}")
+    seen: set[str] = set()
+    items: list[tuple[str, bytes]] = []
+    while r.remaining:
+        name, data = r.text(), r.string()
+        if name in seen:
+            raise KeyFormatError(f"certificate {what}: {name[:64]!r} appears twice")
+        seen.add(name)
+        items.append((name, data))
+    return tuple(items)
+
+
+def _parse_certificate(blob: bytes, r: Reader, key_type: str, base_type: str, depth: int) -> Certificate:
+    """Parse the rest of a certificate blob; ``r`` stands after the type string."""
+    nonce = r.string()
+    start = r.pos
+    inner = _parse_plain_body(base_type, r)
+    plain_blob = ssh_string(base_type) + blob[start : r.pos]
+    inner.plain_blob = plain_blob
+    public_key = _make_key(base_type, plain_blob, "", inner)
+    serial = r.u64()
+    cert_type = r.u32()
+    if cert_type not in (CERT_TYPE_USER, CERT_TYPE_HOST):
+        raise KeyFormatError(f"unknown certificate type {cert_type}")
+    key_id = r.text()
+    pr = Reader(r.string(), "certificate principals")
+    principals: list[str] = []
+    while pr.remaining:
+        principals.append(pr.text())
+        if len(principals) > MAX_PRINCIPALS:
+            raise KeyFormatError(f"certificate has more than {MAX_PRINCIPALS} principals")
+    valid_after, valid_before = r.u64(), r.u64()
+    critical = _options(r.string(), "critical options")
+    extensions = _options(r.string(), "extensions")
+    reserved = r.string()
+    ca_blob = r.string()
+    signed_len = r.pos
+    signature = r.string()
+    r.done()
+    signature_key = _decode_nested(ca_blob, depth + 1)
+    return Certificate(
+        key_type=key_type,
+        nonce=nonce,
+        public_key=public_key,
+        serial=serial,
+        cert_type=cert_type,
+        key_id=key_id,
+        principals=tuple(principals),
+        valid_after=valid_after,
+        valid_before=valid_before,
+        critical_options=MappingProxyType({name: _option_value(data) for name, data in critical}),
+        extensions=MappingProxyType({name: _option_value(data) for name, data in extensions}),
+        signature_key=signature_key,
+        signature=signature,
+        signed_data=blob[:signed_len],
+        reserved=reserved,
+        critical_options_raw=critical,
+        extensions_raw=extensions,
+    )
+
+
+def decode_certificate(blob: bytes) -> Certificate:
+    """Decode a certificate blob (``*-cert-v01@openssh.com``); KeyFormatError if malformed or not a certificate."""
+    if not isinstance(blob, bytes):
+        raise KeyFormatError(f"a certificate blob is bytes, not {type(blob).__name__}")
+    cert = _decode_nested(blob, 0).certificate
+    if cert is None:
+        raise KeyFormatError("not a certificate")
+    return cert

@@ -24,9 +24,10 @@ from types import MappingProxyType
 from typing import Any, Final, final
 
 from nxauth.errors import KeyFormatError
-from nxauth.keys.authorized_keys import AuthorizedKey, match_from, match_source_address
-from nxauth.keys.certificates import CERT_TYPE_USER, FOREVER, Certificate
-from nxauth.keys.formats import DSS, PLAIN_KEY_TYPES, RSA, SK_USER_PRESENCE, SK_USER_VERIFIED, PublicKey, _Reader
+from nxauth.keys.authorized_keys import AuthorizedKey
+from nxauth.keys.formats import CERT_TYPE_USER, FOREVER, Certificate, PublicKey
+from nxauth.keys.patterns import match_from, match_source_address
+from nxauth.keys.wire import DSS, PLAIN_KEY_TYPES, RSA, SK_USER_PRESENCE, SK_USER_VERIFIED, Reader
 from nxauth.model import Reason
 
 __all__ = ["DEFAULT_KEY_TYPES", "KeyDecision", "KeyPolicy", "evaluate_key", "lookup_blob"]
@@ -108,7 +109,7 @@ class _CertTerms:
 
 
 def _inner_string(name: str, data: bytes) -> str:
-    r = _Reader(data, f"critical option {name}")
+    r = Reader(data, f"critical option {name}")
     value = r.text()
     r.done()
     return value

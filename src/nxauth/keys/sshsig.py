@@ -13,8 +13,9 @@ from dataclasses import dataclass
 from typing import Final, final
 
 from nxauth.errors import KeyFormatError
-from nxauth.keys.formats import PublicKey, SignatureCheck, _Reader, b64decode_strict, decode_public_key, ssh_string
+from nxauth.keys.formats import PublicKey, SignatureCheck, decode_public_key
 from nxauth.keys.formats import verify_signature_detailed as _verify_detailed
+from nxauth.keys.wire import Reader, b64decode_strict, ssh_string
 
 __all__ = ["SshSignature", "parse_sshsig", "verify_sshsig", "verify_sshsig_detailed"]
 
@@ -68,7 +69,7 @@ def _dearmor(armored: str | bytes) -> bytes:
 
 def parse_sshsig(armored: str | bytes) -> SshSignature:
     """Parse an armored SSH signature; KeyFormatError unless it is a well-formed version 1 SSHSIG."""
-    r = _Reader(_dearmor(armored), "SSH signature")
+    r = Reader(_dearmor(armored), "SSH signature")
     if r.remaining < len(MAGIC) or r.fixed(len(MAGIC)) != MAGIC:
         raise KeyFormatError("SSH signature: bad magic (not SSHSIG)")
     version = r.u32()
@@ -84,7 +85,7 @@ def parse_sshsig(armored: str | bytes) -> SshSignature:
         raise KeyFormatError("SSH signature: empty namespace")
     if hash_algorithm not in HASH_ALGORITHMS:
         raise KeyFormatError(f"SSH signature: unsupported hash algorithm {hash_algorithm[:32]!r}")
-    sig_reader = _Reader(signature, "SSH signature")
+    sig_reader = Reader(signature, "SSH signature")
     sig_reader.text()  # the signature blob must at least name its algorithm
     return SshSignature(decode_public_key(key_blob), namespace, hash_algorithm, signature, reserved)
 
