@@ -22,7 +22,8 @@ from typing import Any
 from nxauth.config import BackendConfig, Config, SecretRef, parse_config
 from nxauth.errors import ConfigError
 from nxauth.model import Secret
-from nxauth.plugins.manager import BackendContext, BackendRegistry, collect_backends, make_plugin_manager
+from nxauth.plugins.manager import collect_backends, make_plugin_manager
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 from nxauth.store.sqlite import Store
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -19,7 +19,7 @@ from conftest import TransportKey
 from nxauth import AuthenticationFailed, Decision, Reason, Secret, Verdict
 from nxauth.backends.ldap.escape import normalize_dn
 from nxauth.config import BackendConfig, Config
-from nxauth.plugins.manager import BackendContext
+from nxauth.plugins.registry import BackendContext
 from nxauth.testing import AccountBackendContract, AuthBackendContract, RecordingSink, make_attempt, make_identity
 from servers.slapd import (
     GROUPS,

@@ -28,7 +28,7 @@ from nxauth.backends.ldap.escape import (
     parse_dn,
 )
 from nxauth.config import BackendConfig, Config, SecretRef
-from nxauth.plugins.manager import BackendContext
+from nxauth.plugins.registry import BackendContext
 from nxauth.testing import make_attempt
 
 ldap3 = pytest.importorskip("ldap3")

@@ -33,8 +33,8 @@ from nxauth.model import Secret as Secret
 from nxauth.model import TransportGrant as TransportGrant
 from nxauth.model import Verdict as Verdict
 from nxauth.plugins.hookspecs import hookimpl as hookimpl
-from nxauth.plugins.manager import BackendContext as BackendContext
-from nxauth.plugins.manager import BackendRegistry as BackendRegistry
+from nxauth.plugins.registry import BackendContext as BackendContext
+from nxauth.plugins.registry import BackendRegistry as BackendRegistry
 from nxauth.usernames import InvalidUsername as InvalidUsername
 
 __all__: list[str]

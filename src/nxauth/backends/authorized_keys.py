@@ -21,7 +21,7 @@ from typing import Any, final
 from nxauth.errors import BackendError
 from nxauth.keys.authorized_keys import AuthorizedKey, read_authorized_keys
 from nxauth.plugins.hookspecs import hookimpl
-from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 
 __all__ = ["AuthorizedKeysFile"]
 

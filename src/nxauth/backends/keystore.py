@@ -19,7 +19,7 @@ from typing import Any, final
 from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import AuthorizedKey, parse_authorized_key
 from nxauth.plugins.hookspecs import hookimpl
-from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 from nxauth.store.sqlite import Store
 
 __all__ = ["KeyStore", "KeystoreBackend", "StoredKey"]

@@ -45,7 +45,7 @@ from nxauth.backends.userdb import UserDatabase, user_database
 from nxauth.errors import StoreError
 from nxauth.model import Attempt, Reason, Verdict
 from nxauth.plugins.hookspecs import hookimpl
-from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 from nxauth.usernames import escape_for_log
 
 __all__ = ["PasswordsBackend", "hasher_from_options", "nxauth_register_backends"]

@@ -34,7 +34,7 @@ from typing import Any, Final, final
 from nxauth.errors import PluginError
 from nxauth.model import Identity, Reason, Verdict
 from nxauth.plugins.hookspecs import hookimpl
-from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 from nxauth.usernames import InvalidUsername, escape_for_log, normalize_username
 
 __all__ = ["SystemAccountBackend", "nxauth_register_backends"]

@@ -27,7 +27,7 @@ from nxauth.store.sqlite import Store
 from nxauth.usernames import InvalidUsername, normalize_username
 
 if TYPE_CHECKING:
-    from nxauth.plugins.manager import BackendContext
+    from nxauth.plugins.registry import BackendContext
 
 __all__ = [
     "MAX_COMMENT_LENGTH",

@@ -20,7 +20,7 @@ from typing import final
 from nxauth.backends.userdb import UserDatabase, user_database
 from nxauth.model import Identity, Reason, Verdict
 from nxauth.plugins.hookspecs import hookimpl
-from nxauth.plugins.manager import BackendContext, BackendRegistry
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 
 __all__ = ["UsersBackend", "nxauth_register_backends"]
 

@@ -22,7 +22,7 @@ from typing import IO, TYPE_CHECKING, Any, Final
 from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, print_json
 from nxauth.config import BackendConfig, Config, default_config_path, load_config
 from nxauth.model import Secret
-from nxauth.plugins.manager import BackendContext
+from nxauth.plugins.registry import BackendContext
 from nxauth.store.sqlite import Store
 from nxauth.usernames import InvalidUsername, escape_for_log
 

@@ -21,13 +21,8 @@ from nxauth.core.audit import sinks_from_config
 from nxauth.core.throttle import Throttle, source_key, user_key
 from nxauth.errors import ConfigError, NxauthError, PluginError, UsageError
 from nxauth.model import AuthEvent, Peer
-from nxauth.plugins.manager import (
-    BackendContext,
-    BackendRegistry,
-    collect_backends,
-    describe_plugins,
-    make_plugin_manager,
-)
+from nxauth.plugins.manager import collect_backends, describe_plugins, make_plugin_manager
+from nxauth.plugins.registry import BackendContext, BackendRegistry
 from nxauth.store.sqlite import Store
 from nxauth.usernames import normalize_username
 

@@ -78,7 +78,7 @@ def lean_sources(config: Config, *, store: Callable[[], Store]) -> dict[str, obj
     """The configured key sources built from the built-in modules directly,
     or ``None`` when one of them needs the plugin manager (a kind provided by
     a third-party plugin, or a built-in that the configuration disabled)."""
-    from nxauth.plugins.manager import BackendContext, BackendRegistry
+    from nxauth.plugins.registry import BackendContext, BackendRegistry
 
     registry = BackendRegistry()
     sources: dict[str, object] = {}

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 if TYPE_CHECKING:
     from nxauth.model import AuthEvent
-    from nxauth.plugins.manager import BackendRegistry
+    from nxauth.plugins.registry import BackendRegistry
 
 __all__ = ["HookimplMarker", "HookspecMarker", "hookimpl", "hookspec"]
 

@@ -128,7 +128,7 @@ from nxauth.plugins.hookspecs import hookimpl
 
 if TYPE_CHECKING:
     from nxauth.backends.ldap.backend import LdapBackend
-    from nxauth.plugins.manager import BackendContext, BackendRegistry
+    from nxauth.plugins.registry import BackendContext, BackendRegistry
 
 __all__ = ["LdapBackend", "build_ldap_backend"]
 

@@ -16,7 +16,7 @@ from nxauth.backends.ldap.escape import DnTemplate, check_ad_logon_name, normali
 from nxauth.model import Secret
 
 if TYPE_CHECKING:
-    from nxauth.plugins.manager import BackendContext
+    from nxauth.plugins.registry import BackendContext
 
 __all__ = ["GroupSettings", "Settings", "read_settings"]
 

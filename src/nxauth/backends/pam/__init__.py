@@ -76,7 +76,7 @@ from nxauth.usernames import InvalidUsername, escape_for_log, normalize_username
 
 if TYPE_CHECKING:
     from nxauth.backends.pam.libpam import LibPam, Transaction
-    from nxauth.plugins.manager import BackendContext, BackendRegistry
+    from nxauth.plugins.registry import BackendContext, BackendRegistry
 
 __all__ = ["DEFAULT_SERVICE", "PAM_TTY_NAME", "REASONS", "PamBackend", "build_pam_backend", "check_service_name"]
 
