@@ -24,7 +24,7 @@ from nxauth.errors import ConfigError
 from nxauth.model import Secret
 from nxauth.plugins.manager import collect_backends, make_plugin_manager
 from nxauth.plugins.registry import BackendContext, BackendRegistry
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 
@@ -99,11 +99,11 @@ class _LazyStore:
 
     def __init__(self, directory: Path) -> None:
         self.path = directory / "nxauth.db"
-        self.store: Store | None = None
+        self.store: SqliteStore | None = None
 
-    def __call__(self) -> Store:
+    def __call__(self) -> SqliteStore:
         if self.store is None:
-            self.store = Store(self.path)
+            self.store = SqliteStore(self.path)
         return self.store
 
     def close(self) -> None:
@@ -146,7 +146,9 @@ def _registry() -> BackendRegistry:
     return registry
 
 
-def _build(registry: BackendRegistry, declared: BackendConfig, root: Config, store: Callable[[], Store]) -> set[str]:
+def _build(
+    registry: BackendRegistry, declared: BackendConfig, root: Config, store: Callable[[], SqliteStore]
+) -> set[str]:
     """Build one backend instance as the authenticator would, close it, and
     return the option names its factory read (unknown options are refused)."""
     context = BackendContext(declared, root=root, store=store)

@@ -17,7 +17,7 @@ from nxauth import AuthenticationFailed, ConfigError, Decision, Reason, Secret
 from nxauth.backends.hashing import PasswordHasher
 from nxauth.backends.passwords import PasswordsBackend
 from nxauth.backends.userdb import UserDatabase
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 from nxauth.testing import AuthBackendContract, RecordingSink, make_attempt
 
 CHEAP = {"time_cost": 1, "memory_cost": 8192}
@@ -25,8 +25,8 @@ PASSWORD = "wonderland-Rabbit-7"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "nxauth.db")
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "nxauth.db")
     yield store
     store.close()
 
@@ -37,7 +37,7 @@ def hasher() -> PasswordHasher:
 
 
 @pytest.fixture
-def users(store: Store) -> UserDatabase:
+def users(store: SqliteStore) -> UserDatabase:
     return UserDatabase(store)
 
 
@@ -192,7 +192,7 @@ def test_upgrade_failure_does_not_deny(
     assert "cannot upgrade the hash of gina" in caplog.text
 
 
-def test_store_failure_raises_for_the_stack(backend: PasswordsBackend, store: Store) -> None:
+def test_store_failure_raises_for_the_stack(backend: PasswordsBackend, store: SqliteStore) -> None:
     store.close()
     with pytest.raises(nxauth.StoreError):
         backend.authenticate(make_attempt("alice", PASSWORD))

@@ -12,13 +12,13 @@ import nxauth
 from nxauth import AuthenticationFailed, Decision, Reason
 from nxauth.backends.userdb import UserDatabase
 from nxauth.backends.users import UsersBackend
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 from nxauth.testing import AccountBackendContract, RecordingSink, make_identity
 
 
 @pytest.fixture
 def users(tmp_path: Path) -> Iterator[UserDatabase]:
-    store = Store(tmp_path / "nxauth.db")
+    store = SqliteStore(tmp_path / "nxauth.db")
     yield UserDatabase(store)
     store.close()
 

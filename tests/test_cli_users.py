@@ -21,7 +21,7 @@ from nxauth import Secret
 from nxauth.backends.hashing import PasswordHasher
 from nxauth.backends.userdb import UserDatabase
 from nxauth.cli import main
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 
 CHEAP_TOML = "[backends.passwords]\ntime_cost = 1\nmemory_cost = 8192\n"
 PASSWORD = "Correct-Horse-42"
@@ -64,7 +64,7 @@ def run(config: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.Mo
 
 @pytest.fixture
 def db(tmp_path: Path) -> Iterator[UserDatabase]:
-    store = Store(tmp_path / "state" / "nxauth.db")
+    store = SqliteStore(tmp_path / "state" / "nxauth.db")
     yield UserDatabase(store)
     store.close()
 

@@ -19,7 +19,7 @@ from nxauth import AuthenticationFailed, ConfigError, Reason
 from nxauth.backends.keystore import KeyStore
 from nxauth.cli import EXIT_FAIL, EXIT_OK, main
 from nxauth.keys.authorized_keys import parse_authorized_key
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 
 ssh_keygen = shutil.which("ssh-keygen")
 needs_ssh_keygen = pytest.mark.skipif(ssh_keygen is None, reason="ssh-keygen (openssh-client) is not installed")
@@ -93,7 +93,7 @@ def key_fingerprint(key: TransportKey) -> str:
 
 
 def test_keystore_lookup_is_indexed(tmp_path: Path) -> None:
-    store = Store(tmp_path / "x.db")
+    store = SqliteStore(tmp_path / "x.db")
     plan = store.execute(
         "EXPLAIN QUERY PLAN SELECT line, expires FROM transport_keys WHERE account = ? AND lookup = ?", ("nx", b"k")
     )

@@ -27,7 +27,7 @@ from nxauth import AuthenticationFailed, Reason, Secret
 from nxauth.backends.hashing import PasswordHasher
 from nxauth.backends.userdb import ImportEntry, UserDatabase
 from nxauth.cli import main
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 
 CHEAP = {"time_cost": 1, "memory_cost": 8192}
 hasher = PasswordHasher(**CHEAP)
@@ -79,11 +79,11 @@ if mode == "cli":
 else:
     from nxauth import Secret
     from nxauth.backends.hashing import PasswordHasher
-    from nxauth.store.sqlite import Store
+    from nxauth.store.sqlite import SqliteStore
     from nxauth.backends.userdb import UserDatabase
     hasher = PasswordHasher(time_cost=1, memory_cost=8192)
     hashes = [hasher.hash(Secret("pw-A")), hasher.hash(Secret("pw-B"))]
-    db = UserDatabase(Store(state + "/nxauth.db"))
+    db = UserDatabase(SqliteStore(state + "/nxauth.db"))
     print("ready", flush=True)
     i = 0
     while True:
@@ -203,7 +203,7 @@ def test_kill_9_in_the_middle_of_passwd(tmp_path: Path, config_file: Path, mode:
     """Either the old or the new password works afterwards, never neither,
     and the file passes PRAGMA integrity_check, after each of many kills."""
     state = tmp_path / "state"
-    store = Store(state / "nxauth.db")
+    store = SqliteStore(state / "nxauth.db")
     UserDatabase(store).add("victim", password_hash=hasher.hash(Secret("pw-A")))
     store.close()
     rng = random.Random(f"kill-{mode}")
@@ -228,7 +228,7 @@ def test_kill_9_in_the_middle_of_passwd(tmp_path: Path, config_file: Path, mode:
         if child.stderr:
             child.stderr.close()
 
-        store = Store(state / "nxauth.db")  # opened afresh: recovers the WAL
+        store = SqliteStore(state / "nxauth.db")  # opened afresh: recovers the WAL
         try:
             assert store.integrity_check() == "ok"
             stored = UserDatabase(store).require("victim").password_hash
@@ -249,7 +249,7 @@ def _digest(path: Path) -> str:
 
 def _populated(tmp_path: Path, count: int = 5000) -> Path:
     path = tmp_path / "state" / "nxauth.db"
-    store = Store(path)
+    store = SqliteStore(path)
     UserDatabase(store).import_entries([ImportEntry(i, f"user{i}", None) for i in range(count)])
     store.connection().execute("PRAGMA wal_checkpoint(TRUNCATE)")
     store.close()
@@ -278,7 +278,7 @@ def test_damaged_page_is_an_error_naming_the_file(tmp_path: Path, config_file: P
     middle = len(data) // 2 // 4096 * 4096
     data[middle : middle + 4096] = b"\xa5" * 4096
     path.write_bytes(bytes(data))
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         with pytest.raises(nxauth.StoreError, match=str(path)):
             UserDatabase(store).list_users()

@@ -14,12 +14,12 @@ from pathlib import Path
 import pytest
 
 from nxauth import StoreError
-from nxauth.store.sqlite import SCHEMA_VERSION, Store
+from nxauth.store.sqlite import SCHEMA_VERSION, SqliteStore
 
 
 def test_created_0600_with_wal_and_schema(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "nxauth.db"
-    store = Store(path)
+    store = SqliteStore(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
     assert store.schema_version() == SCHEMA_VERSION
@@ -27,7 +27,7 @@ def test_created_0600_with_wal_and_schema(tmp_path: Path) -> None:
     assert store.integrity_check() == "ok"
     store.close()
     # reopening changes nothing
-    assert Store(path).schema_version() == SCHEMA_VERSION
+    assert SqliteStore(path).schema_version() == SCHEMA_VERSION
 
 
 def test_corrupt_file_is_refused_and_untouched(tmp_path: Path) -> None:
@@ -36,7 +36,7 @@ def test_corrupt_file_is_refused_and_untouched(tmp_path: Path) -> None:
     path.write_bytes(junk)
     os.chmod(path, 0o600)
     with pytest.raises(StoreError, match=str(path)):
-        Store(path)
+        SqliteStore(path)
     assert path.read_bytes() == junk
 
 
@@ -48,20 +48,20 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     os.chmod(path, 0o600)
     before = path.read_bytes()
     with pytest.raises(StoreError, match="newer"):
-        Store(path)
+        SqliteStore(path)
     assert path.read_bytes() == before
 
 
 def test_unreadable_file_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "nxauth.db"
-    Store(path).close()
+    SqliteStore(path).close()
     before = path.read_bytes()
     os.chmod(path, 0)
     code = (
-        "from nxauth.store.sqlite import Store\n"
+        "from nxauth.store.sqlite import SqliteStore\n"
         "from nxauth.errors import StoreError\n"
         "try:\n"
-        f"    Store({str(path)!r})\n"
+        f"    SqliteStore({str(path)!r})\n"
         "except StoreError as exc:\n"
         "    print(exc)\n"
     )
@@ -82,11 +82,11 @@ def test_unreadable_file_is_refused(tmp_path: Path) -> None:
 def test_directory_instead_of_file(tmp_path: Path) -> None:
     (tmp_path / "nxauth.db").mkdir()
     with pytest.raises(StoreError, match="not a regular file"):
-        Store(tmp_path / "nxauth.db")
+        SqliteStore(tmp_path / "nxauth.db")
 
 
 def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
-    store = Store(tmp_path / "x.db")
+    store = SqliteStore(tmp_path / "x.db")
     with pytest.raises(RuntimeError), store.transaction() as tx:
         tx.execute("INSERT INTO throttle_failures (key, at) VALUES ('k', 1)")
         raise RuntimeError("boom")
@@ -94,7 +94,7 @@ def test_transaction_rolls_back_on_error(tmp_path: Path) -> None:
 
 
 def test_concurrent_writers_from_threads(tmp_path: Path) -> None:
-    store = Store(tmp_path / "x.db")
+    store = SqliteStore(tmp_path / "x.db")
 
     def work(n: int) -> None:
         for i in range(100):

@@ -10,7 +10,7 @@ import pytest
 from nxauth import Peer
 from nxauth.config import ThrottleConfig
 from nxauth.core.throttle import Throttle, source_key
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 
 
 class Clock:
@@ -27,7 +27,7 @@ def clock() -> Clock:
 
 
 def make(tmp_path: Path, clock: Clock, **kw: object) -> Throttle:
-    store = Store(tmp_path / "t.db")
+    store = SqliteStore(tmp_path / "t.db")
     config = ThrottleConfig(**{"max_user_failures": 3, "max_source_failures": 5, "window": 100.0, **kw})  # type: ignore[arg-type]
     return Throttle(lambda: store, config, clock=clock)
 

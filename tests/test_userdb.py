@@ -22,7 +22,7 @@ from nxauth.backends.userdb import (
     parse_import,
     validate_username,
 )
-from nxauth.store.sqlite import Store
+from nxauth.store.sqlite import SqliteStore
 
 HASH_A = "$2b$04$abcdefghijklmnopqrstuuX4hBmZq4eZmYFJ7V7QJRkm8sPAgkWLi"
 HASH_B = "$6$rounds=1000$saltsalt$" + "B" * 86
@@ -37,8 +37,8 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[Store]:
-    store = Store(tmp_path / "nxauth.db")
+def store(tmp_path: Path) -> Iterator[SqliteStore]:
+    store = SqliteStore(tmp_path / "nxauth.db")
     yield store
     store.close()
 
@@ -49,7 +49,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db(store: Store, clock: Clock) -> UserDatabase:
+def db(store: SqliteStore, clock: Clock) -> UserDatabase:
     return UserDatabase(store, clock=clock)
 
 
@@ -121,7 +121,7 @@ def test_one_canonical_name_one_user(first: str, second: str, db: UserDatabase) 
     assert record.username == added.username
 
 
-def test_case_preserve_keeps_names_apart(store: Store) -> None:
+def test_case_preserve_keeps_names_apart(store: SqliteStore) -> None:
     db = UserDatabase(store, case="preserve")
     db.add("Alice")
     db.add("alice")
@@ -221,11 +221,11 @@ def test_require_unknown(db: UserDatabase) -> None:
 
 
 def test_lazy_store(tmp_path: Path) -> None:
-    opened: list[Store] = []
+    opened: list[SqliteStore] = []
 
-    def open_store() -> Store:
+    def open_store() -> SqliteStore:
         if not opened:
-            opened.append(Store(tmp_path / "lazy.db"))
+            opened.append(SqliteStore(tmp_path / "lazy.db"))
         return opened[0]
 
     db = UserDatabase(open_store)
@@ -331,7 +331,7 @@ def test_import_many_with_progress(db: UserDatabase) -> None:
 
 def test_store_errors_propagate(tmp_path: Path) -> None:
     path = tmp_path / "nxauth.db"
-    store = Store(path)
+    store = SqliteStore(path)
     db = UserDatabase(store)
     db.add("alice")
     store.close()
@@ -339,7 +339,7 @@ def test_store_errors_propagate(tmp_path: Path) -> None:
         db.get("alice")
 
 
-def test_schema_is_the_cores(store: Store) -> None:
+def test_schema_is_the_cores(store: SqliteStore) -> None:
     columns = [row[1] for row in store.execute("PRAGMA table_info(users)")]
     assert columns == ["username", "password_hash", "enabled", "comment", "created", "changed"]
     with pytest.raises(sqlite3.Error):

@@ -24,6 +24,7 @@ from nxauth.errors import StoreError as StoreError
 from nxauth.errors import UsageError as UsageError
 from nxauth.model import Attempt as Attempt
 from nxauth.model import AuthEvent as AuthEvent
+from nxauth.model import Conversation as Conversation
 from nxauth.model import ConversationFailed as ConversationFailed
 from nxauth.model import ConversationUnavailable as ConversationUnavailable
 from nxauth.model import Decision as Decision
@@ -34,7 +35,15 @@ from nxauth.model import TransportGrant as TransportGrant
 from nxauth.model import Verdict as Verdict
 from nxauth.plugins.hookspecs import hookimpl as hookimpl
 from nxauth.plugins.registry import BackendContext as BackendContext
+from nxauth.plugins.registry import BackendFactory as BackendFactory
 from nxauth.plugins.registry import BackendRegistry as BackendRegistry
+from nxauth.plugins.roles import AccountBackend as AccountBackend
+from nxauth.plugins.roles import AuthBackend as AuthBackend
+from nxauth.plugins.roles import Backend as Backend
+from nxauth.plugins.roles import KeySource as KeySource
+from nxauth.store.protocol import Cursor as Cursor
+from nxauth.store.protocol import Store as Store
+from nxauth.store.protocol import Transaction as Transaction
 from nxauth.usernames import InvalidUsername as InvalidUsername
 
 __all__: list[str]

@@ -7,10 +7,10 @@ import functools
 import hmac
 import ipaddress
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Final, final
+from typing import Any, Final, Protocol, final
 
 from nxauth.codes import Reason
 from nxauth.errors import NxauthError, UsageError
@@ -294,7 +294,15 @@ class ConversationFailed(NxauthError):
     __module__ = "nxauth"
 
 
-Conversation = Callable[[str, bool], "str | Secret"]
+class Conversation(Protocol):
+    """How a backend asks the client a further question (a one-time code, a
+    new password): ``conversation(prompt, echo)``.  Raises
+    :class:`ConversationUnavailable` when the client cannot be asked and
+    :class:`ConversationFailed` when the answer cannot be had."""
+
+    def __call__(self, prompt: str, echo: bool, /) -> str | Secret:
+        """The client's answer to ``prompt``; ``echo`` is False for a secret."""
+        ...
 
 
 @final

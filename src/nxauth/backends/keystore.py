@@ -20,7 +20,7 @@ from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import AuthorizedKey, parse_authorized_key
 from nxauth.plugins.hookspecs import hookimpl
 from nxauth.plugins.registry import BackendContext, BackendRegistry
-from nxauth.store.sqlite import Store
+from nxauth.store.protocol import Store
 
 __all__ = ["KeyStore", "KeystoreBackend", "StoredKey"]
 
@@ -190,7 +190,7 @@ class KeystoreBackend:
         return _Lookup(self.keystore, account)
 
     def __repr__(self) -> str:
-        return f"KeystoreBackend({self.keystore.store.path})"
+        return f"KeystoreBackend({self.keystore.store!r})"
 
 
 def build(context: BackendContext) -> KeystoreBackend:

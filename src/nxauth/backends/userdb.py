@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Final, final
 
 from nxauth.errors import NxauthError
-from nxauth.store.sqlite import Store
+from nxauth.store.protocol import Store
 from nxauth.usernames import InvalidUsername, normalize_username
 
 if TYPE_CHECKING:
@@ -248,7 +248,7 @@ _COLUMNS: Final = "username, password_hash, enabled, comment, created, changed"
 
 @final
 class UserDatabase:
-    """The users table over a :class:`~nxauth.store.sqlite.Store` (or a callable
+    """The users table over a :class:`nxauth.Store` (or a callable
     that opens it on first use).
 
     ``case`` and ``max_length`` are the configuration's ``usernames``

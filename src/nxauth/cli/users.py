@@ -23,7 +23,8 @@ from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, print_json
 from nxauth.config import BackendConfig, Config, default_config_path, load_config
 from nxauth.model import Secret
 from nxauth.plugins.registry import BackendContext
-from nxauth.store.sqlite import Store
+from nxauth.store.protocol import Store
+from nxauth.store.sqlite import SqliteStore
 from nxauth.usernames import InvalidUsername, escape_for_log
 
 # hashing and userdb are imported by the commands that use them: building
@@ -118,7 +119,7 @@ def _open_table(args: argparse.Namespace) -> Iterator[_Table]:
     def open_store() -> Store:
         nonlocal store
         if store is None:
-            store = Store(config.store_path)
+            store = SqliteStore(config.store_path)
         return store
 
     context = BackendContext(instance, root=config, store=open_store)

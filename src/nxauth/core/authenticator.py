@@ -23,7 +23,8 @@ from nxauth.errors import ConfigError, NxauthError, PluginError, UsageError
 from nxauth.model import AuthEvent, Peer
 from nxauth.plugins.manager import collect_backends, describe_plugins, make_plugin_manager
 from nxauth.plugins.registry import BackendContext, BackendRegistry
-from nxauth.store.sqlite import Store
+from nxauth.store.protocol import Store
+from nxauth.store.sqlite import SqliteStore
 from nxauth.usernames import normalize_username
 
 if TYPE_CHECKING:
@@ -229,7 +230,7 @@ class Authenticator:
         if store is None:
             with self._store_lock:
                 if self._store is None:
-                    self._store = Store(self.config.store_path)
+                    self._store = SqliteStore(self.config.store_path)
                 store = self._store
         return store
 

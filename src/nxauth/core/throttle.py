@@ -19,7 +19,7 @@ from typing import final
 
 from nxauth.config import ThrottleConfig
 from nxauth.model import Peer
-from nxauth.store.sqlite import Store
+from nxauth.store.protocol import Store
 
 __all__ = ["Lockout", "Throttle", "source_key", "user_key"]
 

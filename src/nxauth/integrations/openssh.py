@@ -31,7 +31,7 @@ from nxauth.model import UNKNOWN_PEER, AuthEvent, Peer, Reason
 
 if TYPE_CHECKING:
     from nxauth.core.authenticator import Authenticator
-    from nxauth.store.sqlite import Store
+    from nxauth.store.protocol import Store
 
 __all__ = [
     "LEAN_KINDS",
@@ -217,9 +217,9 @@ def run_authorized_keys(
 
     def store() -> Store:
         if not opened:
-            from nxauth.store.sqlite import Store
+            from nxauth.store.sqlite import SqliteStore
 
-            opened.append(Store(config.store_path))
+            opened.append(SqliteStore(config.store_path))
         return opened[0]
 
     sources = lean_sources(config, store=store)

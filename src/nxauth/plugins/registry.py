@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, final
 
 from nxauth.config import BackendConfig, Config, Options
 from nxauth.errors import ConfigError, PluginError
+from nxauth.plugins.roles import Backend
 
 if TYPE_CHECKING:
-    from nxauth.store.sqlite import Store
+    from nxauth.store.protocol import Store
 
 __all__ = ["BackendContext", "BackendFactory", "BackendRegistry"]
 
@@ -70,7 +71,8 @@ class BackendContext:
         return f"BackendContext(name={self.name!r}, kind={self.kind!r})"
 
 
-BackendFactory = Callable[[BackendContext], object]
+#: ``factory(context)`` builds one backend instance of a kind.
+BackendFactory = Callable[[BackendContext], Backend]
 
 
 @final

@@ -22,7 +22,7 @@ from typing import Any, Final, final
 
 from nxauth.errors import StoreError
 
-__all__ = ["SCHEMA_VERSION", "Store"]
+__all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
 log = logging.getLogger("nxauth.store")
 
@@ -68,10 +68,8 @@ BUSY_TIMEOUT: Final = 30.0
 
 
 @final
-class Store:
+class SqliteStore:
     """The SQLite store at ``path`` (created, with its directory, on first open)."""
-
-    __module__ = "nxauth"
 
     def __init__(self, path: str | os.PathLike[str], *, busy_timeout: float = BUSY_TIMEOUT) -> None:
         self.path = Path(path)
@@ -84,7 +82,7 @@ class Store:
         self._open_first()
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        return f"SqliteStore({str(self.path)!r})"
 
     # ------------------------------------------------------------ opening
 
