@@ -216,3 +216,72 @@ def test_context_paths_and_clock(tmp_path: Path) -> None:
     assert context.path("keys/ak") == tmp_path / "etc" / "keys" / "ak"
     assert context.path("/abs/ak") == Path("/abs/ak")
     assert context.clock() == 42.0
+
+
+# ---------------------------------------------------------------- hook calls follow pluggy
+
+
+def _recorders(calls: list[str]) -> list[object]:
+    class Plain:
+        def __init__(self, name: str) -> None:
+            self.__name__ = name
+
+        @hookimpl
+        def nxauth_auth_event(self, event: nxauth.AuthEvent) -> None:
+            calls.append(self.__name__)
+
+    class First(Plain):
+        @hookimpl(tryfirst=True)
+        def nxauth_auth_event(self, event: nxauth.AuthEvent) -> None:
+            calls.append(self.__name__)
+
+    class Last(Plain):
+        @hookimpl(trylast=True)
+        def nxauth_auth_event(self, event: nxauth.AuthEvent) -> None:
+            calls.append(self.__name__)
+
+    return [Last("last"), Plain("plain-1"), First("first"), Plain("plain-2"), Plain("plain-3")]
+
+
+def test_audit_events_reach_implementations_in_pluggys_order(tmp_path: Path) -> None:
+    """tryfirst first, trylast last, otherwise the last registered first:
+    the order pluggy's own caller uses, measured on pluggy itself."""
+    import pluggy
+
+    from nxauth.plugins import hookspecs
+
+    reference: list[str] = []
+    pm = pluggy.PluginManager(hookspecs.PROJECT)
+    pm.add_hookspecs(hookspecs)
+    for plugin in _recorders(reference):
+        pm.register(plugin, name=plugin.__name__)  # type: ignore[attr-defined]
+    pm.hook.nxauth_auth_event(event=None)
+    assert reference[0] == "first" and reference[-1] == "last"
+
+    calls: list[str] = []
+    config = {"state_dir": str(tmp_path), "audit": {"log": False}, "transport": {"key_sources": ["keystore"]}}
+    with nxauth.Authenticator(config, plugins=_recorders(calls), entry_points=False) as auth:
+        session = auth.open_session(("192.0.2.1", 1))
+        with pytest.raises(nxauth.AuthenticationFailed):
+            session.check_transport_key("someone-else", "ssh-ed25519 " + "A" * 68)
+    assert calls[: len(reference)] == reference
+
+
+@pytest.mark.parametrize("option", ["wrapper", "hookwrapper"])
+def test_wrapper_implementations_are_refused_at_construction(tmp_path: Path, option: str) -> None:
+    """nxauth calls each implementation on its own; a wrapper would silently
+    never run, so it is refused by name (and fatal with plugins.strict)."""
+
+    class Wrapper:
+        __name__ = "wrapping-sink"
+
+        @hookimpl(**{option: True})
+        def nxauth_auth_event(self, event: nxauth.AuthEvent) -> Any:
+            yield
+
+    config: dict[str, Any] = {"state_dir": str(tmp_path), "audit": {"log": False}}
+    with nxauth.Authenticator(config, plugins=[Wrapper()], entry_points=False) as auth:
+        assert any("wrapper" in str(e) and e.plugin == "wrapping-sink" for e in auth.plugin_errors)
+        assert "wrapping-sink" not in auth.describe()["plugins"]
+    with pytest.raises(PluginError, match="wrapper implementations are not supported"):
+        nxauth.Authenticator({**config, "plugins": {"strict": True}}, plugins=[Wrapper()], entry_points=False)

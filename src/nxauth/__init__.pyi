@@ -5,9 +5,11 @@
 
 from nxauth._version import __version__ as __version__
 from nxauth.codes import Reason as Reason
+from nxauth.config import BackendConfig as BackendConfig
 from nxauth.config import Config as Config
 from nxauth.config import Control as Control
 from nxauth.config import Options as Options
+from nxauth.config import default_config_path as default_config_path
 from nxauth.config import load_config as load_config
 from nxauth.config import parse_config as parse_config
 from nxauth.core.authenticator import Authenticator as Authenticator
@@ -45,5 +47,6 @@ from nxauth.store.protocol import Cursor as Cursor
 from nxauth.store.protocol import Store as Store
 from nxauth.store.protocol import Transaction as Transaction
 from nxauth.usernames import InvalidUsername as InvalidUsername
+from nxauth.usernames import normalize_username as normalize_username
 
 __all__: list[str]

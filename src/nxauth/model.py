@@ -127,6 +127,9 @@ class Verdict:
         attributes: Mapping[str, Any] | None = None,
         detail: str = "",
     ) -> Verdict:
+        """Yes.  ``username``: the name the backend stores, when it reports one
+        (it must equal nxauth's canonical form of the name typed, or the login
+        is refused); ``groups`` and ``attributes`` reach the :class:`Identity`."""
         return cls(
             Decision.ALLOW,
             Reason.OK,
@@ -138,16 +141,19 @@ class Verdict:
 
     @classmethod
     def deny(cls, reason: Reason, detail: str = "") -> Verdict:
+        """No: ``reason`` (any :class:`Reason` but ``OK``) and ``detail`` go to the audit trail only."""
         if not isinstance(reason, Reason) or reason is Reason.OK:
             raise UsageError("Verdict.deny needs a Reason other than OK")
         return cls(Decision.DENY, reason, detail)
 
     @classmethod
     def abstain(cls, detail: str = "") -> Verdict:
+        """Not my user: the stack goes on as if this backend were not there."""
         return cls(Decision.ABSTAIN, Reason.NO_DECISION, detail)
 
     @property
     def allowed(self) -> bool:
+        """Whether this is an allow."""
         return self.decision is Decision.ALLOW
 
 
@@ -277,6 +283,7 @@ class AuthEvent:
 
     @property
     def accepted(self) -> bool:
+        """Whether the event records a success (``outcome == "accepted"``)."""
         return self.outcome == "accepted"
 
 
@@ -362,6 +369,7 @@ class Attempt:
 
     @property
     def can_ask(self) -> bool:
+        """Whether the host gave a conversation, so that :meth:`ask` can reach the client."""
         return self._conversation is not None
 
     def info(self, message: str) -> None:

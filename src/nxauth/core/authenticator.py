@@ -21,7 +21,7 @@ from nxauth.core.audit import sinks_from_config
 from nxauth.core.throttle import Throttle, source_key, user_key
 from nxauth.errors import ConfigError, NxauthError, PluginError, UsageError
 from nxauth.model import AuthEvent, Peer
-from nxauth.plugins.manager import collect_backends, describe_plugins, make_plugin_manager
+from nxauth.plugins.manager import call_each, collect_backends, describe_plugins, make_plugin_manager
 from nxauth.plugins.registry import BackendContext, BackendRegistry
 from nxauth.store.protocol import Store
 from nxauth.store.sqlite import SqliteStore
@@ -275,13 +275,10 @@ class Authenticator:
     def emit(self, event: AuthEvent) -> bool:
         """Hand ``event`` to every ``nxauth_auth_event`` implementation, each
         on its own; return False if any of them failed."""
-        ok = True
-        for impl in self.plugin_manager.hook.nxauth_auth_event.get_hookimpls():
-            try:
-                impl.function(*[event for _ in impl.argnames])
-            except Exception as exc:  # noqa: BLE001 - a failing sink never stops the others
-                ok = False
-                log.error("audit sink %s failed: %s: %s", impl.plugin_name, type(exc).__name__, exc)
+        failed = call_each(self.plugin_manager, "nxauth_auth_event", {"event": event})
+        for plugin, exc in failed:  # a failing sink never stops the others
+            log.error("audit sink %s failed: %s: %s", plugin, type(exc).__name__, exc)
+        ok = not failed
         return ok
 
     def unlock(self, target: str) -> int:

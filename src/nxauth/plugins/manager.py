@@ -20,6 +20,7 @@ from nxauth.plugins.registry import BackendRegistry
 
 if TYPE_CHECKING:
     import pluggy
+    from pluggy import HookImpl
 
 
 __all__ = [
@@ -33,6 +34,8 @@ __all__ = [
 log = logging.getLogger("nxauth.plugins")
 
 ENTRY_POINT_GROUP: Final = "nxauth"
+#: The hooks nxauth calls (each documented in :mod:`nxauth.plugins.hookspecs`).
+HOOKS: Final = ("nxauth_register_backends", "nxauth_auth_event")
 
 #: Built-in plugins, registered by import path exactly like third-party ones.
 #: Each module is cheap to import: optional dependencies are imported when a
@@ -126,6 +129,7 @@ def make_plugin_manager(
         _register(pm, plugin, name, errors)
 
     _check_pending(pm, errors)
+    _refuse_wrappers(pm, errors)
     return pm, errors
 
 
@@ -144,6 +148,50 @@ def _check_pending(pm: pluggy.PluginManager, errors: list[PluginError]) -> None:
             pm.unregister(plugin)
 
 
+def _refuse_wrappers(pm: pluggy.PluginManager, errors: list[PluginError]) -> None:
+    """Unregister plugins with ``wrapper=True`` or ``hookwrapper=True``
+    implementations: nxauth calls each implementation on its own (one that
+    fails cannot stop the others, see :func:`call_each`), so a wrapper would
+    silently never run."""
+    for name in HOOKS:
+        for impl in getattr(pm.hook, name).get_hookimpls():
+            if (impl.wrapper or impl.hookwrapper) and pm.is_registered(impl.plugin):
+                errors.append(
+                    PluginError(
+                        f"{name}: wrapper implementations are not supported (nxauth calls each implementation on "
+                        "its own, so that one that fails cannot stop the others)",
+                        plugin=impl.plugin_name,
+                    )
+                )
+                pm.unregister(impl.plugin)
+
+
+def implementations(pm: pluggy.PluginManager, name: str) -> list[HookImpl]:
+    """The implementations of hook ``name`` in pluggy's call order:
+    ``tryfirst`` first, ``trylast`` last, otherwise the last registered first."""
+    return list(reversed(getattr(pm.hook, name).get_hookimpls()))
+
+
+def call_one(impl: HookImpl, arguments: Mapping[str, object]) -> None:
+    """Call one implementation with the arguments it names (as pluggy does).
+    A wrapper (refused at construction) raises :class:`PluginError`."""
+    if impl.wrapper or impl.hookwrapper:
+        raise PluginError("wrapper implementations are not supported", plugin=impl.plugin_name)
+    impl.function(*(arguments[arg] for arg in impl.argnames))
+
+
+def call_each(pm: pluggy.PluginManager, name: str, arguments: Mapping[str, object]) -> list[tuple[str, Exception]]:
+    """Call every implementation of hook ``name`` in pluggy's order, each on
+    its own; return the ``(plugin name, exception)`` of those that raised."""
+    failed: list[tuple[str, Exception]] = []
+    for impl in implementations(pm, name):
+        try:
+            call_one(impl, arguments)
+        except Exception as exc:  # noqa: BLE001 - reported to the caller, which decides
+            failed.append((impl.plugin_name, exc))
+    return failed
+
+
 def collect_backends(pm: pluggy.PluginManager, errors: list[PluginError]) -> BackendRegistry:
     """Call every plugin's ``nxauth_register_backends`` into one registry.
 
@@ -151,10 +199,10 @@ def collect_backends(pm: pluggy.PluginManager, errors: list[PluginError]) -> Bac
     reported by name and the others' kinds are still registered.
     """
     registry = BackendRegistry()
-    for impl in reversed(pm.hook.nxauth_register_backends.get_hookimpls()):
+    for impl in implementations(pm, "nxauth_register_backends"):
         registry.current_plugin = impl.plugin_name
         try:
-            impl.function(*[registry for _ in impl.argnames])
+            call_one(impl, {"registry": registry})
         except PluginError as exc:
             errors.append(exc)
         except Exception as exc:  # noqa: BLE001

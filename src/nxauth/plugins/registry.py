@@ -48,6 +48,7 @@ class BackendContext:
 
     @property
     def state_dir(self) -> Path:
+        """The directory where nxauth keeps its state (``state_dir``)."""
         return self.config.state_dir
 
     def path(self, value: str) -> Path:
@@ -61,6 +62,7 @@ class BackendContext:
 
     @property
     def transport_account(self) -> str:
+        """The stage-1 account (``transport.account``, ``nx`` by default)."""
         return self.config.transport.account
 
     def error(self, key: str, message: str) -> ConfigError:
@@ -100,12 +102,15 @@ class BackendRegistry:
         self._owners[kind] = self.current_plugin
 
     def get(self, kind: str) -> BackendFactory | None:
+        """The factory of ``kind``, or ``None``."""
         return self._factories.get(kind)
 
     def owner(self, kind: str) -> str | None:
+        """The name of the plugin that registered ``kind``, or ``None``."""
         return self._owners.get(kind)
 
     def kinds(self) -> list[str]:
+        """Every registered kind, sorted."""
         return sorted(self._factories)
 
     def __contains__(self, kind: object) -> bool:

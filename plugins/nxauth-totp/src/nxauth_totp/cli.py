@@ -31,8 +31,6 @@ from pathlib import Path
 from typing import Any, Final, NoReturn
 
 import nxauth
-from nxauth.config import BackendConfig, default_config_path
-from nxauth.usernames import normalize_username
 
 from .backend import KIND, TotpSettings, new_secret, settings_from_context
 from .store import AlreadyEnrolledError, TotpStore, TotpStoreError
@@ -92,10 +90,10 @@ def _no_store() -> NoReturn:
     raise nxauth.UsageError("the totp backend does not use nxauth's store")
 
 
-def _instance(config: nxauth.Config, name: str | None) -> BackendConfig:
+def _instance(config: nxauth.Config, name: str | None) -> nxauth.BackendConfig:
     """The ``totp`` instance whose options apply: ``name``, else the first of
     kind ``totp`` in the auth stack, else the first declared, else the implicit one."""
-    implicit = BackendConfig(KIND, KIND, implicit=True)
+    implicit = nxauth.BackendConfig(KIND, KIND, implicit=True)
     if name is not None:
         declared = config.backends.get(name)
         if declared is None:
@@ -124,7 +122,7 @@ def load_settings(
     backend: str | None = None,
 ) -> tuple[nxauth.Config, TotpSettings]:
     """The configuration and the ``totp`` settings, found as ``nxauth`` finds them."""
-    path = config_path if config_path is not None else default_config_path()
+    path = config_path if config_path is not None else nxauth.default_config_path()
     config = nxauth.load_config(path) if path is not None else nxauth.Config()
     if state_dir is not None:
         config = dataclasses.replace(config, state_dir=Path(state_dir).expanduser().absolute())
@@ -137,7 +135,7 @@ def load_settings(
 def _username(config: nxauth.Config, raw: str) -> str:
     """``raw`` in the canonical form the server's attempts carry."""
     try:
-        return normalize_username(raw, case=config.usernames.case, max_length=config.usernames.max_length)
+        return nxauth.normalize_username(raw, case=config.usernames.case, max_length=config.usernames.max_length)
     except nxauth.InvalidUsername as exc:
         raise CommandError(f"invalid username: {exc}", EXIT_USAGE) from None
 
