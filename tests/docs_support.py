@@ -114,7 +114,7 @@ class _RecordingOptions:
     """Stands in for a backend's :class:`nxauth.Options` and remembers every
     key a getter was asked for."""
 
-    GETTERS = frozenset({"string", "boolean", "integer", "number", "choice", "strings", "secret", "raw"})
+    GETTERS = frozenset({"string", "boolean", "integer", "number", "choice", "strings", "secret", "raw", "table", "tables"})
 
     def __init__(self, real: Any) -> None:
         self._real = real
