@@ -207,12 +207,10 @@ class Options:
     # ------------------------------------------------------------ errors
 
     def key(self, key: str) -> str:
-        """The full dotted key of ``key`` (``key`` may be ``"name[2]"``)."""
-        if not key:
-            return self.prefix
-        if not self.prefix:
-            return key
-        return f"{self.prefix}{key}" if key.startswith("[") else f"{self.prefix}.{key}"
+        """The full dotted key of ``key`` (which may be an item, ``"name[2]"``)."""
+        if not key or not self.prefix:
+            return key or self.prefix
+        return f"{self.prefix}.{key}"
 
     def error(self, key: str, message: str) -> ConfigError:
         """A :class:`nxauth.ConfigError` naming the source and ``key``'s dotted path."""
