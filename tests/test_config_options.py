@@ -631,10 +631,16 @@ def test_backend_options_in_a_configuration_keep_their_secret_references() -> No
     assert declared.options == {"pw": SecretRef(env="A"), "nested": [SecretRef(file="/f")]}
 
 
-def test_defaults_are_not_checked_against_bounds() -> None:
-    """A default is the code's, not the administrator's: it is returned as given."""
-    assert options().number("t", 5, minimum=10) == 5.0
-    assert options().integer("n", 0, minimum=1) == 0
+def test_defaults_of_numbers_keep_the_bounds_too() -> None:
+    """A default out of its own bounds is the code's mistake: it fails closed,
+    as both readers did; a default list is returned as given, as both did."""
+    assert (
+        str(refused(lambda: options().number("t", 5, minimum=10)))
+        == "x.toml: backends.corp.t: must be at least 10, got 5"
+    )
+    assert refused(lambda: options().number("t", math.nan)).key == "backends.corp.t"
+    assert refused(lambda: options().integer("n", 0, minimum=1)).key == "backends.corp.n"
+    assert options().number("t", 5, minimum=1) == 5.0 and isinstance(options().number("t", 5), float)
     assert options().strings("g", ("",), allow_empty=False) == ("",)
 
 

@@ -5,7 +5,10 @@ file.  Every error is a :class:`nxauth.ConfigError` naming the source and the
 dotted key.  Backend options stay a mapping here and are read, typed and
 checked for unknown keys through :class:`Options` when the backend is built.
 
-The modules: :mod:`~nxauth.config.options` (the typed reader),
+Every table, each section as well as each backend's options, is read by
+one reader, :class:`Options`: the same types, the same refusal of NaN,
+infinities and unknown keys, the same messages.  The modules:
+:mod:`~nxauth.config.options` (the typed reader),
 :mod:`~nxauth.config.schema` (the dataclasses and their defaults) and
 :mod:`~nxauth.config.parse` (mapping or file into a :class:`Config`).
 """

@@ -287,10 +287,13 @@ class Options:
         self, key: str, default: int | None = None, *, minimum: int | None = None, maximum: int | None = None
     ) -> int | None:
         """An integer (``default`` when absent), within ``minimum`` and
-        ``maximum`` when given.  A float, even ``2.0``, is refused."""
+        ``maximum`` when given (a default too: out of them, it fails closed).
+        A float, even ``2.0``, is refused."""
         value: int | None = self._get(key, (int,), "an integer")
         if value is None:
-            return default
+            value = default
+        if value is None:
+            return None
         self._check_range(key, value, value, minimum=minimum, maximum=maximum)
         return value
 
@@ -327,12 +330,15 @@ class Options:
     ) -> float | None:
         """A finite number, an integer or a float in TOML, returned as a float
         (``default`` when absent).  ``minimum`` and ``maximum`` are inclusive
-        bounds, ``above`` an exclusive lower bound; ``unit`` (``"seconds"``)
-        only words the message: ``must be a number of seconds, got nan``."""
+        bounds, ``above`` an exclusive lower bound (a default must keep them
+        too: out of them, it fails closed); ``unit`` (``"seconds"``) only
+        words the message: ``must be a number of seconds, got nan``."""
         expected = f"a number of {unit}" if unit else "a number"
         raw = self._get(key, (int, float), expected)
         if raw is None:
-            return None if default is None else float(default)
+            raw = default
+        if raw is None:
+            return None
         try:
             value = float(raw)
         except OverflowError:  # an integer beyond a float's range
