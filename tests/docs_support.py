@@ -113,13 +113,15 @@ class _LazyStore:
 
 class _RecordingOptions:
     """Stands in for a backend's :class:`nxauth.Options` and remembers every
-    key a getter was asked for."""
+    key a getter was asked for, and which getter."""
 
-    GETTERS = frozenset({"string", "boolean", "integer", "number", "choice", "strings", "secret", "raw"})
+    GETTERS = frozenset(
+        {"string", "boolean", "integer", "number", "choice", "strings", "secret", "raw", "table", "tables"}
+    )
 
     def __init__(self, real: Any) -> None:
         self._real = real
-        self.read: set[str] = set()
+        self.read: dict[str, str] = {}
 
     def __getattr__(self, name: str) -> Any:
         attribute = getattr(self._real, name)
@@ -127,7 +129,7 @@ class _RecordingOptions:
             return attribute
 
         def getter(key: str, *args: Any, **kwargs: Any) -> Any:
-            self.read.add(key)
+            self.read.setdefault(key, name)
             return attribute(key, *args, **kwargs)
 
         return getter
@@ -148,9 +150,10 @@ def _registry() -> BackendRegistry:
 
 def _build(
     registry: BackendRegistry, declared: BackendConfig, root: Config, store: Callable[[], SqliteStore]
-) -> set[str]:
+) -> dict[str, str]:
     """Build one backend instance as the authenticator would, close it, and
-    return the option names its factory read (unknown options are refused)."""
+    return the option names its factory read, each with the getter that read
+    it (unknown options are refused)."""
     context = BackendContext(declared, root=root, store=store)
     recorder = _RecordingOptions(context.options)
     context.options = recorder  # type: ignore[assignment]
@@ -164,21 +167,45 @@ def _build(
     return recorder.read
 
 
+class InstanceBuilder:
+    """Builds instances of the built-in kinds as the authenticator would
+    (unknown options refused), all with one state directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.root = parse_config({"state_dir": str(directory)})
+        self._store = _LazyStore(directory)
+
+    def kinds(self) -> list[str]:
+        return sorted(_registry().kinds())
+
+    def build(self, kind: str, options: Mapping[str, Any] = MappingProxyType({})) -> dict[str, str]:
+        """Build an instance named ``kind`` with ``options`` over the
+        :data:`REQUIRED_OPTIONS` of its kind; return what :func:`_build` does."""
+        merged = MappingProxyType({**REQUIRED_OPTIONS.get(kind, {}), **options})
+        return _build(_registry(), BackendConfig(kind, kind, merged), self.root, self._store)
+
+    def close(self) -> None:
+        self._store.close()
+
+
 @functools.cache
+def backend_option_getters() -> Mapping[str, Mapping[str, str]]:
+    """Every built-in backend kind, the option names its factory reads, and
+    the getter that reads each (``"integer"``, ``"strings"``, ...)."""
+    found: dict[str, Mapping[str, str]] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        builder = InstanceBuilder(Path(tmp))
+        try:
+            for kind in builder.kinds():
+                found[kind] = MappingProxyType(builder.build(kind))
+        finally:
+            builder.close()
+    return MappingProxyType(found)
+
+
 def backend_options() -> Mapping[str, frozenset[str]]:
     """Every built-in backend kind and the option names its factory reads."""
-    registry = _registry()
-    found: dict[str, frozenset[str]] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        root = parse_config({"state_dir": tmp})
-        store = _LazyStore(Path(tmp))
-        try:
-            for kind in registry.kinds():
-                options = MappingProxyType(dict(REQUIRED_OPTIONS.get(kind, {})))
-                found[kind] = frozenset(_build(registry, BackendConfig(kind, kind, options), root, store))
-        finally:
-            store.close()
-    return MappingProxyType(found)
+    return MappingProxyType({kind: frozenset(names) for kind, names in backend_option_getters().items()})
 
 
 #: Errors that depend on the machine, not on the example: files named in the

@@ -157,7 +157,7 @@ def test_real_nss_no_account(
         ({"refuse_shells": "nologin"}, None, None),
         ({"refuse_shells": [""]}, "backends.system.refuse_shells[0]", "shell name"),
         ({"refuse_shells": ["bin/false"]}, "backends.system.refuse_shells[0]", "absolute path"),
-        ({"refuse_shells": [1]}, "backends.system.refuse_shells[0]", "expected a string"),
+        ({"refuse_shells": [1]}, "backends.system.refuse_shells[0]", "must be a string"),
         ({"shells": []}, "backends.system.shells", "unknown option"),
     ],
 )

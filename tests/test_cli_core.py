@@ -49,7 +49,7 @@ def test_config_error_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["--config", str(bad), "check"]) == EXIT_CONFIG
     err = capsys.readouterr().err
     assert err.count("\n") == 1
-    assert f"{bad}: auth[0].control: unknown control flag" in err
+    assert f"{bad}: auth[0].control: must be one of required, requisite, sufficient, optional, got 'sometimes'" in err
     assert "Traceback" not in err
 
 

@@ -195,10 +195,10 @@ def test_options_getters_and_unused_keys(monkeypatch: pytest.MonkeyPatch, tmp_pa
     assert env_pw is not None and env_pw.reveal() == "from-env"
     assert file_pw is not None and file_pw.reveal() == "from-file"
     assert code_pw is not None and code_pw.reveal() == "from-code"
-    with pytest.raises(ConfigError, match="must be a reference") as info:
+    with pytest.raises(ConfigError, match="must be a secret reference") as info:
         options.secret("literal_pw")
     assert info.value.key == "backends.corp.literal_pw"
-    with pytest.raises(ConfigError, match="expected a string"):
+    with pytest.raises(ConfigError, match="must be a string"):
         options.string("port")
     with pytest.raises(ConfigError, match="at most 10"):
         options.integer("port", maximum=10)

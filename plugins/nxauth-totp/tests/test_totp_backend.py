@@ -340,7 +340,7 @@ def test_unusable_clock_denies(backend: TotpBackend, clock: Clock, now: float) -
     [
         ({"digits": 5}, "digits", "at least 6"),
         ({"digits": 9}, "digits", "at most 8"),
-        ({"digits": "6"}, "digits", "expected an integer"),
+        ({"digits": "6"}, "digits", "must be an integer"),
         ({"period": 0}, "period", "at least 10"),
         ({"period": 300}, "period", "at most 120"),
         ({"window": -1}, "window", "at least 0"),

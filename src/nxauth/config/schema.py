@@ -1,0 +1,196 @@
+"""What a configuration is: the frozen dataclasses and their defaults."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Final, final
+
+__all__ = [
+    "DEFAULT_ACCOUNT",
+    "DEFAULT_AUTH",
+    "AuditConfig",
+    "BackendConfig",
+    "Config",
+    "Control",
+    "LoginConfig",
+    "Network",
+    "PluginsConfig",
+    "ServerConfig",
+    "SessionConfig",
+    "StackEntry",
+    "ThrottleConfig",
+    "TransportConfig",
+    "UsernameConfig",
+    "default_state_dir",
+]
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class Control(enum.Enum):
+    """Linux-PAM control flags for a stack entry."""
+
+    __module__ = "nxauth"
+
+    REQUIRED = "required"
+    REQUISITE = "requisite"
+    SUFFICIENT = "sufficient"
+    OPTIONAL = "optional"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """A named backend instance: ``[backends.NAME]`` with ``kind`` and options."""
+
+    name: str
+    kind: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    timeout: float | None = None
+    implicit: bool = False
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class StackEntry:
+    """One ``[[auth]]`` or ``[[account]]`` line: a backend instance and its control flag."""
+
+    use: str
+    control: Control
+    key: str = ""
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class TransportConfig:
+    account: str = "nx"
+    key_sources: tuple[str, ...] = ("keystore",)
+    allowed_key_types: frozenset[str] | None = None
+    rsa_min_bits: int = 2048
+    forced_command: str = "nxauth login"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    max_attempts: int = 6
+    challenge_ttl: float = 60.0
+    max_password_bytes: int = 8192
+    workers: int = 8
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class UsernameConfig:
+    case: str = "fold"
+    max_length: int = 256
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ThrottleConfig:
+    enabled: bool = True
+    window: float = 900.0
+    max_user_failures: int = 10
+    max_source_failures: int = 30
+    lockout: float = 60.0
+    max_lockout: float = 3600.0
+    exempt: tuple[Network, ...] = ()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AuditConfig:
+    log: bool = True
+    syslog: bool = False
+    jsonl: Path | None = None
+    required: bool = False
+    syslog_address: str = "/dev/log"
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class PluginsConfig:
+    entry_points: bool = True
+    disabled: tuple[str, ...] = ()
+    strict: bool = False
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class LoginConfig:
+    """After stage 2, for ``nxauth login`` (behind OpenSSH) and ``nxauth serve``."""
+
+    command: tuple[str, ...] = ()
+    timeout: float = 120.0
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """``nxauth serve``: the embedded SSH server."""
+
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    port: int = 4022
+    host_key: Path | None = None
+
+
+def default_state_dir() -> Path:
+    """``/var/lib/nxauth`` for root, ``$XDG_STATE_HOME/nxauth`` otherwise."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/nxauth")
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "nxauth"
+
+
+DEFAULT_AUTH: Final = (StackEntry("passwords", Control.REQUIRED, "auth[0]"),)
+DEFAULT_ACCOUNT: Final = (StackEntry("users", Control.REQUIRED, "account[0]"),)
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration.  ``Config()`` is the embedded default."""
+
+    source: str = "<default>"
+    state_dir: Path = field(default_factory=default_state_dir)
+    transport: TransportConfig = TransportConfig()
+    session: SessionConfig = SessionConfig()
+    usernames: UsernameConfig = UsernameConfig()
+    throttle: ThrottleConfig = ThrottleConfig()
+    audit: AuditConfig = AuditConfig()
+    plugins: PluginsConfig = PluginsConfig()
+    login: LoginConfig = LoginConfig()
+    server: ServerConfig = ServerConfig()
+    backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
+    auth: tuple[StackEntry, ...] = DEFAULT_AUTH
+    account: tuple[StackEntry, ...] = DEFAULT_ACCOUNT
+
+    @property
+    def store_path(self) -> Path:
+        return self.state_dir / "nxauth.db"
+
+    @property
+    def host_key_path(self) -> Path:
+        """The embedded server's host key: ``server.host_key``, else
+        ``ssh_host_ed25519_key`` in the state directory."""
+        return self.server.host_key or self.state_dir / "ssh_host_ed25519_key"
+
+    def instance_names(self) -> Iterator[tuple[str, str]]:
+        """Every instance name the configuration refers to, with the dotted key
+        of its first mention."""
+        seen: set[str] = set()
+        for index, name in enumerate(self.transport.key_sources):
+            if name not in seen:
+                seen.add(name)
+                yield name, f"transport.key_sources[{index}]"
+        for entry in (*self.auth, *self.account):
+            if entry.use not in seen:
+                seen.add(entry.use)
+                yield entry.use, f"{entry.key}.use"
