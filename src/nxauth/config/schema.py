@@ -174,6 +174,7 @@ class Config:
 
     @property
     def store_path(self) -> Path:
+        """The embedded store's file: ``nxauth.db`` in ``state_dir``."""
         return self.state_dir / "nxauth.db"
 
     @property
