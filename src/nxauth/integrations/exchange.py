@@ -169,7 +169,7 @@ class _Exchange:
         try:
             await asyncio.wait({login})  # cancelling the wait leaves the login running
         finally:
-            self._end_questions()
+            await self._end_questions()
         if self._broken is not None:  # the client left or broke the protocol while answering
             if not login.cancelled():
                 login.exception()  # the login's outcome (audited) gives way to that
@@ -193,18 +193,23 @@ class _Exchange:
         finally:
             self._questions.discard(task)
 
-    def _end_questions(self) -> None:
-        """The login ended or the exchange gave up on it: its questions are
-        cancelled (reading nothing more) and no new one is asked."""
+    async def _end_questions(self) -> None:
+        """The login ended or the exchange gave up on it: no new question is
+        asked, and one still waiting (a backend given up on by its stack) is
+        cancelled and waited for, so that it has read nothing more when the
+        exchange reads again."""
         self._asking = None
-        for task in list(self._questions):
+        waiting = set(self._questions)
+        for task in waiting:
             task.cancel()
+        if waiting:
+            await asyncio.wait(waiting)
 
     async def _timed_out(self) -> Identity | None:
         """The deadline passed.  A login still running is waited for: allowed
         (within its deadline, or Session.login would have refused it), it
         stands; otherwise the session is closed, ``408``."""
-        self._end_questions()
+        await self._end_questions()
         login = self._login
         if login is not None:
             await asyncio.wait({login})  # not cancelled here; an outside cancellation still ends this wait
