@@ -14,7 +14,8 @@ taking turns so that the machine's drift hits each alike):
   ``nxauth login`` pays (thread pool, first event loop, ...);
 * ``warm``: the next ``--runs`` exchanges in the same interpreter;
 * ``process``: the interpreter's whole life: start-up, imports, the
-  authenticator, ``--runs + 1`` exchanges, exit.
+  authenticator, ``--runs + 1`` exchanges, exit (``--runs 0``: about what
+  one ``nxauth login`` costs, less its configuration file and audit set-up).
 
     .venv/bin/python benchmarks/bench_exchange.py [--runs 200] [--rounds 5] \\
         [--tree new=src] [--tree old=/work/base/src]
@@ -143,7 +144,7 @@ def main() -> None:
     print(f"{args.rounds} interpreters per tree, {args.runs} warm exchanges each; milliseconds")
     print(f"{'tree':<8} {'first (median)':>15} {'warm median':>12} {'warm p90':>9} {'process (median)':>17}")
     for name, data in results.items():
-        warm = sorted(data["warm"])
+        warm = sorted(data["warm"]) or [float("nan")]
         p90 = warm[int(len(warm) * 0.9)]
         print(
             f"{name:<8} {statistics.median(data['first']) * 1e3:>15.2f} {statistics.median(warm) * 1e3:>12.3f}"

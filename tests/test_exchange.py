@@ -456,6 +456,45 @@ sys.exit(run_login(auth, account="nx", environ={{"SSH_USER_AUTH": {str(user_auth
     assert rest == "blocking True\nread session data\n"
 
 
+def test_interrupted_on_a_terminal(granted_session: nxauth.Session, sink: RecordingSink) -> None:
+    """^C at the password prompt (SIGINT, as the terminal sends it): the
+    exchange is cancelled, the terminal's echo comes back, the session is
+    closed and audited, and KeyboardInterrupt reaches the caller."""
+    import pty
+    import signal
+    import termios
+
+    controller, terminal = pty.openpty()
+    seen: list[bool] = []
+
+    def client() -> None:
+        output = b""
+        while b"Password: " not in output:
+            output += os.read(controller, 4096)
+            if output.endswith(b"login: "):
+                os.write(controller, b"alice\n")
+        time.sleep(0.2)
+        seen.append(bool(termios.tcgetattr(terminal)[3] & termios.ECHO))
+        os.kill(os.getpid(), signal.SIGINT)
+
+    helper = threading.Thread(target=client)
+    helper.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_exchange(
+                granted_session, TerminalDialogue(FdLineReader(terminal, max_line=MAX_LINE), terminal), timeout=10
+            )
+        helper.join(5)
+        assert seen == [False]  # the password was being typed with the echo off
+        assert termios.tcgetattr(terminal)[3] & termios.ECHO  # and it is back on
+    finally:
+        os.close(terminal)
+        os.close(controller)
+    assert granted_session.state is nxauth.SessionState.CLOSED
+    assert sink.outcomes()[-1] == (2, "refused", "client-gone")
+    assert sink.events[-1].detail == "interrupted (SIGINT)"
+
+
 # ---------------------------------------------------------------- the terminal rules
 
 

@@ -75,9 +75,15 @@ def run_exchange(session: Session, dialogue: Dialogue, *, timeout: float | None)
     else:
         door = _ThreadDoor(dialogue, deadline)
     # a loop of its own, never the thread's current one (Runner leaves that
-    # alone when given a factory); closing it joins its worker threads
+    # alone when given a factory); closing it joins its worker threads.  In
+    # the main thread, ^C cancels the exchange (a terminal gets its echo
+    # back) and then raises KeyboardInterrupt here.
     with asyncio.Runner(loop_factory=asyncio.new_event_loop) as runner:
-        return runner.run(_Exchange(session, door, timeout, deadline).run())
+        try:
+            return runner.run(_Exchange(session, door, timeout, deadline).run())
+        except KeyboardInterrupt:
+            session.abort(Reason.CLIENT_GONE, "interrupted (SIGINT)")
+            raise
 
 
 async def run_exchange_async(session: Session, dialogue: AsyncDialogue, *, timeout: float | None) -> Identity | None:
