@@ -456,6 +456,30 @@ sys.exit(run_login(auth, account="nx", environ={{"SSH_USER_AUTH": {str(user_auth
     assert rest == "blocking True\nread session data\n"
 
 
+@pytest.mark.parametrize("source", ["regular file", "/dev/null"])
+def test_stdin_that_the_loop_cannot_watch(
+    source: str, granted_session: nxauth.Session, sink: RecordingSink, tmp_path: Path
+) -> None:
+    """``nxauth login < file``: epoll refuses regular files (and they never
+    block), so the fd dialogue reads them directly."""
+    path = tmp_path / "answers"
+    path.write_bytes(b"alice\nwonderland\n")
+    read = os.open(path if source == "regular file" else os.devnull, os.O_RDONLY)
+    out_r, out_w = os.pipe()
+    try:
+        identity = run_exchange(granted_session, LineDialogue(FdLineReader(read, max_line=MAX_LINE), out_w), timeout=5)
+    finally:
+        os.close(read)
+        os.close(out_w)
+    lines = os.read(out_r, 65536).decode().splitlines()
+    os.close(out_r)
+    if source == "regular file":
+        assert identity is not None and lines == [GREETING, USER, PASSWORD, WELCOME]
+    else:
+        assert identity is None and lines == [GREETING, USER]
+        assert sink.outcomes()[-1] == (2, "refused", "client-gone")
+
+
 def test_interrupted_on_a_terminal(granted_session: nxauth.Session, sink: RecordingSink) -> None:
     """^C at the password prompt (SIGINT, as the terminal sends it): the
     exchange is cancelled, the terminal's echo comes back, the session is

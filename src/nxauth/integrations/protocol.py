@@ -33,7 +33,7 @@ import os
 import select
 import time
 from collections.abc import Iterator, Mapping
-from typing import Any, Final, Protocol, final
+from typing import Any, Final, NoReturn, Protocol, final
 
 from nxauth.model import Identity
 
@@ -237,7 +237,7 @@ class FdLineReader:
             raise ClientGone("end of input")
         return None
 
-    def _break(self) -> None:
+    def _break(self) -> NoReturn:
         self._wipe()
         self._broken = True
         raise ProtocolViolation(f"a line over {self.max_line} bytes")
