@@ -123,22 +123,29 @@ def main() -> None:
     ]
     results: dict[str, dict[str, list[float]]] = {name: {"first": [], "warm": [], "process": []} for name, _ in trees}
     sources: dict[str, str] = {}
-    for _ in range(args.rounds):
-        for name, path in trees:
-            env = {**os.environ, "PYTHONPATH": str(Path(path).resolve())}
-            started = time.perf_counter()
-            done = subprocess.run(
-                [sys.executable, __file__, "--worker", "--runs", str(args.runs)],
-                env=env,
-                capture_output=True,
-                text=True,
-                check=True,
-            )
-            results[name]["process"].append(time.perf_counter() - started)
-            measured = json.loads(done.stdout.splitlines()[-1])
-            results[name]["first"].append(measured["first"])
-            results[name]["warm"].extend(measured["warm"])
-            sources[name] = f"{measured['module']}.run_exchange from {Path(measured['file']).parent}"
+    with tempfile.TemporaryDirectory() as caches:
+        # byte-code cached for every tree alike, outside the trees; one
+        # untimed interpreter per tree fills its cache
+        envs = {
+            name: {
+                **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
+                "PYTHONPATH": str(Path(path).resolve()),
+                "PYTHONPYCACHEPREFIX": str(Path(caches, name)),
+            }
+            for name, path in trees
+        }
+        command = [sys.executable, __file__, "--worker", "--runs", str(args.runs)]
+        for env in envs.values():
+            subprocess.run(command, env=env, capture_output=True, check=True)
+        for _ in range(args.rounds):
+            for name, _path in trees:
+                started = time.perf_counter()
+                done = subprocess.run(command, env=envs[name], capture_output=True, text=True, check=True)
+                results[name]["process"].append(time.perf_counter() - started)
+                measured = json.loads(done.stdout.splitlines()[-1])
+                results[name]["first"].append(measured["first"])
+                results[name]["warm"].extend(measured["warm"])
+                sources[name] = f"{measured['module']}.run_exchange from {Path(measured['file']).parent}"
     for name, source in sources.items():
         print(f"{name}: {source}")
     print(f"{args.rounds} interpreters per tree, {args.runs} warm exchanges each; milliseconds")
