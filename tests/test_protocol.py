@@ -15,6 +15,7 @@ import pytest
 
 import nxauth
 from conftest import ListKeySource, TransportKey
+from nxauth.integrations.exchange import run_exchange_async
 from nxauth.integrations.openssh import peer_from_connection, run_login, transport_keys_from_user_auth
 from nxauth.integrations.protocol import (
     ClientGone,
@@ -23,7 +24,6 @@ from nxauth.integrations.protocol import (
     LoginTimeout,
     ProtocolViolation,
     identity_environment,
-    run_exchange_async,
 )
 from nxauth.keys.formats import parse_public_key
 from nxauth.testing import RecordingSink

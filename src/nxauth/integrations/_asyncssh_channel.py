@@ -10,7 +10,15 @@ from typing import final
 
 import asyncssh
 
-from nxauth.integrations.protocol import ClientGone, Code, ProtocolViolation, TerminalDialogue, decode_line, format_line
+from nxauth.integrations.protocol import (
+    ClientGone,
+    Code,
+    ProtocolViolation,
+    decode_line,
+    format_line,
+    terminal_prompt,
+    terminal_text,
+)
 
 __all__ = ["ChannelIO", "ChannelLineDialogue", "ChannelTerminalDialogue"]
 
@@ -90,7 +98,9 @@ class ChannelLineDialogue:
 
 @final
 class ChannelTerminalDialogue:
-    """Plain prompts on the client's terminal (``ssh -t``): the channel is a
+    """Plain prompts on the client's terminal (``ssh -t``), the terminal
+    rules of :func:`~nxauth.integrations.protocol.terminal_prompt` and
+    :func:`~nxauth.integrations.protocol.terminal_text`.  The channel is a
     raw byte stream, so this is the line discipline too: echo (off for
     secrets), backspace, ^U, Enter as CR or LF, ^C and ^D end the exchange."""
 
@@ -99,14 +109,13 @@ class ChannelTerminalDialogue:
         self._after_cr = False
 
     async def ask(self, code: Code, prompt: str, *, echo: bool) -> str:
-        shown = TerminalDialogue.PROMPTS.get(code) or (prompt.rstrip() + " ")
-        await self._io.write(shown.encode())
+        await self._io.write(terminal_prompt(code, prompt).encode())
         return decode_line(await self._read_line(echo))
 
     async def tell(self, code: Code, text: str) -> None:
-        if code in (Code.GREETING, Code.BYE, Code.AUTHENTICATED):
-            return
-        await self._io.write(f"{text}.\r\n".encode())
+        shown = terminal_text(code, text)
+        if shown:
+            await self._io.write(shown.encode())
 
     async def _read_line(self, echo: bool) -> bytes:
         line = bytearray()

@@ -45,8 +45,9 @@ import asyncssh
 from nxauth.core.session import SessionState
 from nxauth.errors import AuthenticationFailed, KeyFormatError, UsageError
 from nxauth.integrations._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
+from nxauth.integrations.exchange import run_exchange_async
 from nxauth.integrations.hostkey import ensure_host_key
-from nxauth.integrations.protocol import identity_environment, run_exchange_async
+from nxauth.integrations.protocol import identity_environment
 from nxauth.model import AuthEvent, Identity, Reason, TransportGrant
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@
   no ``cryptography`` (see :func:`lean_sources`).
 * ``nxauth login`` is the forced command: it rebuilds the transport grant
   from the key sshd accepted (``SSH_USER_AUTH``, with ``ExposeAuthInfo
-  yes``), runs stage 2 over the channel (:mod:`nxauth.integrations.protocol`)
+  yes``), runs stage 2 over the channel (:mod:`nxauth.integrations.exchange`)
   and on success replaces itself with the configured session command.
 * ``nxauth sshd-config`` prints the ``Match User`` block that wires both.
 
@@ -316,6 +316,7 @@ def run_login(
     no session command configured, 1 when the login failed, 5 on an error."""
     from nxauth.core.session import SessionState
     from nxauth.errors import AuthenticationFailed
+    from nxauth.integrations.exchange import run_exchange
     from nxauth.integrations.protocol import (
         Code,
         Dialogue,
@@ -323,7 +324,6 @@ def run_login(
         LineDialogue,
         TerminalDialogue,
         identity_environment,
-        run_exchange,
     )
 
     config = auth.config
