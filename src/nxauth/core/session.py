@@ -21,13 +21,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from nxauth.core.stack import Outcome, Step, evaluate
+from nxauth.core.stage1 import SESSION, WITHOUT_FLAGS, Caller, Method, Stage1
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
 from nxauth.usernames import InvalidUsername
 
 if TYPE_CHECKING:
     from nxauth.core.authenticator import Authenticator
-    from nxauth.core.stage1 import Caller, Method
     from nxauth.keys.formats import PublicKey
 
 __all__ = ["Session", "SessionState"]
@@ -250,9 +250,7 @@ class Session:
         the session's): call again without ``probe`` once the key is proven."""
         if not isinstance(account, str):
             raise UsageError("account must be a str")
-        from nxauth.core.stage1 import SESSION, Caller
-
-        caller = SESSION if can_verify_user else Caller(can_verify_user=False)
+        caller = SESSION if can_verify_user else WITHOUT_FLAGS
         with self._lock:
             self._gate(1, "publickey", account)
             return self._stage1(account, public_key, "publickey", caller, probe=probe)
@@ -316,8 +314,6 @@ class Session:
             if check is None:
                 self._fail(1, Reason.BAD_SIGNATURE, "sshsig", account, fingerprint=fingerprint)
             # security keys: the policy judges the flags (touch, verification) against the entry's options
-            from nxauth.core.stage1 import SESSION
-
             return self._stage1(account, sig.public_key, "sshsig", SESSION, signature_flags=check.flags)
 
     def _stage1(
@@ -332,8 +328,6 @@ class Session:
     ) -> TransportGrant:
         """Stage 1 decided (and audited) by its owner; the session counts a
         refusal and takes a grant."""
-        from nxauth.core.stage1 import Stage1
-
         auth = self._auth
         stage1 = Stage1(auth.config, auth.backends, auth.emit, auth.clock)
         decision = stage1.decide(

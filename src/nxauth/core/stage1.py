@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = [
     "SESSION",
     "SSHD",
+    "WITHOUT_FLAGS",
     "Caller",
     "Emit",
     "Stage1",
@@ -80,6 +81,8 @@ class Caller:
 SESSION: Final = Caller()
 #: sshd's ``AuthorizedKeysCommand``: ``nxauth authorized-keys``, in-process or through the daemon.
 SSHD: Final = Caller("authorized-keys", defer_source=True)
+#: A session whose SSH layer cannot see a security key's signature flags (the embedded server).
+WITHOUT_FLAGS: Final = Caller(can_verify_user=False)
 
 
 @final
