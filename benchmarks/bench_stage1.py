@@ -3,8 +3,10 @@
 For 10, 10,000 and 100,000 transport keys, in the keystore and in an
 authorized_keys file, measures one stage-1 check (key-source lookup and the
 key policy; signature verification excluded: the SSH layer or SSHSIG does
-that) and the whole ``session.check_transport_key`` call (session, parsing,
-audit event).  Also measures, in the same run, a linear scan of the same
+that), the same through stage 1's owner (``Stage1.decide``: the key
+sources in order, the policy, the grant; what every entry point runs) and
+the whole ``session.check_transport_key`` call (session, parsing, audit
+event).  Also measures, in the same run, a linear scan of the same
 authorized_keys file, which is what sshd does.  Prints medians and the ratio
 100,000/10 (target <= 1.5; median per check target <= 20 us).
 
@@ -26,6 +28,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import nxauth
+from nxauth.core.stage1 import Stage1
 from nxauth.keys.authorized_keys import parse_authorized_key
 from nxauth.keys.formats import parse_public_key
 from nxauth.keys.policy import KeyPolicy, evaluate_key, lookup_blob
@@ -108,6 +111,8 @@ def main() -> int:
     results: dict[str, dict[int, float]] = {
         "keystore": {},
         "file": {},
+        "keystore-owner": {},
+        "file-owner": {},
         "keystore-call": {},
         "file-call": {},
         "scan": {},
@@ -131,6 +136,15 @@ def main() -> int:
                 check()
                 results[name][size] = median_us(check, args.repeat)
 
+                owner = Stage1(auth.config, auth.backends, auth.emit, auth.clock)
+                peer = nxauth.Peer("198.51.100.7", 52100)
+
+                def decide(owner: Stage1 = owner, peer: nxauth.Peer = peer) -> None:
+                    assert owner.decide("nx", key, peer=peer).allowed
+
+                decide()
+                results[f"{name}-owner"][size] = median_us(decide, args.repeat)
+
                 def call(auth: nxauth.Authenticator = auth) -> None:
                     auth.open_session(("198.51.100.7", 52100)).check_transport_key("nx", probe_line)
 
@@ -144,6 +158,8 @@ def main() -> int:
     labels = {
         "keystore": "keystore check (us)",
         "file": "file check (us)",
+        "keystore-owner": "keystore Stage1 (us)",
+        "file-owner": "file Stage1 (us)",
         "keystore-call": "keystore full call (us)",
         "file-call": "file full call (us)",
         "scan": "linear scan, sshd (us)",
@@ -152,15 +168,18 @@ def main() -> int:
         row = results[name]
         ratio = row[sizes[-1]] / row[sizes[0]]
         print(f"{label:24}" + "".join(f"{row[size]:>14.1f}" for size in sizes) + f"{ratio:>10.2f}")
-    for name in ("keystore", "file"):
+    for name in ("keystore", "file", "keystore-owner", "file-owner"):
         row = results[name]
         ratio = row[sizes[-1]] / row[sizes[0]]
         worst = max(row.values())
-        print(
+        line = (
             f"{name}: ratio {sizes[-1]}/{sizes[0]} = {ratio:.2f} (target <= {TARGET_RATIO}: "
-            f"{'met' if ratio <= TARGET_RATIO else 'NOT met'}); median per check {worst:.1f} us "
-            f"(target <= {TARGET_US:.0f}: {'met' if worst <= TARGET_US else 'NOT met'})"
+            f"{'met' if ratio <= TARGET_RATIO else 'NOT met'})"
         )
+        if name in ("keystore", "file"):  # the per-check target is the lookup and the policy's
+            line += f"; median per check {worst:.1f} us (target <= {TARGET_US:.0f}: "
+            line += f"{'met' if worst <= TARGET_US else 'NOT met'})"
+        print(line)
     return 0
 
 
