@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import nxauth
 from conftest import PEER, ListKeySource, TransportKey
-from nxauth.core.stage1 import SESSION, SSHD, Caller, Stage1, TransportDecision, transport_event
+from nxauth.core.stage1 import Caller, Stage1, TransportDecision, transport_event
 from nxauth.integrations.openssh import authorized_keys_line
 from nxauth.model import UNKNOWN_PEER, AuthEvent, Peer, Reason
 from nxauth.testing import RecordingSink
@@ -102,9 +102,9 @@ def test_refusals_carry_their_reason_and_no_grant(
 
 def test_the_entry_points_label_is_nxauths_word_in_the_detail(transport_key: TransportKey) -> None:
     owner, trail = stage1(transport_key.line)
-    owner.check("nx", transport_key.line, session_id="s", caller=SSHD)
-    owner.check("nx", TransportKey().line, session_id="s", caller=SSHD)
-    owner.check("nx", TransportKey().line, session_id="s", caller=SESSION)
+    owner.check("nx", transport_key.line, session_id="s", caller=Caller.SSHD)
+    owner.check("nx", TransportKey().line, session_id="s", caller=Caller.SSHD)
+    owner.check("nx", TransportKey().line, session_id="s", caller=Caller.SESSION)
     details = [e.detail for e in trail.events]
     assert details[0] == "authorized-keys"
     assert details[1].startswith("authorized-keys: ED25519 SHA256:")
@@ -166,9 +166,9 @@ def test_without_a_peer_from_fails_unless_the_caller_defers_it(transport_key: Tr
     assert owner.decide("nx", transport_key.line, peer=Peer("198.51.100.7", 1)).allowed
     unknown = owner.decide("nx", transport_key.line, peer=UNKNOWN_PEER)
     assert unknown.reason is Reason.SOURCE_REFUSED and "unknown" in unknown.detail
-    assert owner.decide("nx", transport_key.line, peer=UNKNOWN_PEER, caller=SSHD).allowed  # sshd enforces from=
+    assert owner.decide("nx", transport_key.line, peer=UNKNOWN_PEER, caller=Caller.SSHD).allowed  # sshd enforces from=
     # a known peer is checked whoever asks
-    assert owner.decide("nx", transport_key.line, peer=Peer("203.0.113.1", 1), caller=SSHD).reason is (
+    assert owner.decide("nx", transport_key.line, peer=Peer("203.0.113.1", 1), caller=Caller.SSHD).reason is (
         Reason.SOURCE_REFUSED
     )
 
@@ -178,15 +178,15 @@ def test_verify_required_without_the_flags_needs_a_caller_that_enforces_it() -> 
     owner, _ = stage1(f"verify-required {line}")
     granted = owner.decide("nx", line)  # the host's SSH layer enforces the grant's options
     assert granted.grant is not None and granted.grant.options["verify-required"] is True
-    blind = owner.decide("nx", line, caller=Caller(can_verify_user=False))
+    blind = owner.decide("nx", line, caller=Caller.SESSION_WITHOUT_FLAGS)
     assert (blind.reason, blind.backend) == (Reason.KEY_TYPE_REFUSED, "keys")
     assert "verify-required" in blind.detail
     # flags shown by the proof (SSHSIG) are judged, whoever asks
-    assert owner.decide("nx", line, caller=Caller(can_verify_user=False), signature_flags=0x05).allowed
+    assert owner.decide("nx", line, caller=Caller.SESSION_WITHOUT_FLAGS, signature_flags=0x05).allowed
     assert owner.decide("nx", line, signature_flags=0x01).reason is Reason.BAD_SIGNATURE
     # the rule refuses the entry, not the key: another entry for it may allow it
     both, _ = stage1(f"verify-required {line}", f'command="no-pin" {line}')
-    other = both.decide("nx", line, caller=Caller(can_verify_user=False))
+    other = both.decide("nx", line, caller=Caller.SESSION_WITHOUT_FLAGS)
     assert other.grant is not None and other.grant.forced_command == "no-pin"
 
 

@@ -21,7 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from nxauth.core.stack import Outcome, Step, evaluate
-from nxauth.core.stage1 import SESSION, WITHOUT_FLAGS, Caller, Method, Stage1
+from nxauth.core.stage1 import Caller, Method, Stage1
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
 from nxauth.usernames import InvalidUsername
@@ -250,7 +250,7 @@ class Session:
         the session's): call again without ``probe`` once the key is proven."""
         if not isinstance(account, str):
             raise UsageError("account must be a str")
-        caller = SESSION if can_verify_user else WITHOUT_FLAGS
+        caller = Caller.SESSION if can_verify_user else Caller.SESSION_WITHOUT_FLAGS
         with self._lock:
             self._gate(1, "publickey", account)
             return self._stage1(account, public_key, "publickey", caller, probe=probe)
@@ -314,7 +314,7 @@ class Session:
             if check is None:
                 self._fail(1, Reason.BAD_SIGNATURE, "sshsig", account, fingerprint=fingerprint)
             # security keys: the policy judges the flags (touch, verification) against the entry's options
-            return self._stage1(account, sig.public_key, "sshsig", SESSION, signature_flags=check.flags)
+            return self._stage1(account, sig.public_key, "sshsig", Caller.SESSION, signature_flags=check.flags)
 
     def _stage1(
         self,

@@ -20,11 +20,12 @@ the session's.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, final
+from typing import TYPE_CHECKING, Literal, final
 
 from nxauth.errors import KeyFormatError
 from nxauth.keys.formats import PublicKey, coerce_public_key
@@ -36,9 +37,6 @@ if TYPE_CHECKING:
     from nxauth.keys.authorized_keys import AuthorizedKey
 
 __all__ = [
-    "SESSION",
-    "SSHD",
-    "WITHOUT_FLAGS",
     "Caller",
     "Emit",
     "Stage1",
@@ -54,35 +52,37 @@ Emit = Callable[[AuthEvent], bool]
 Method = Literal["publickey", "sshsig"]
 
 
-@final
-@dataclass(frozen=True, slots=True)
-class Caller:
+class Caller(enum.Enum):
     """An entry point: how the audit trail names it, and what it enforces
-    itself on what stage 1 grants.
+    itself on what stage 1 grants.  A closed set: the label in an event is
+    nxauth's own word, never a backend's.
 
     ``label`` prefixes the detail of every event (``authorized-keys:
-    no entry for ...``): nxauth's own word for the entry point, empty for a
-    session.  ``defer_source``: without a peer address, ``from=`` and a
-    certificate's ``source-address`` are the caller's to enforce (sshd
-    does, on the line it is given); otherwise an unknown peer fails them.
-    ``can_verify_user``: without the signature's flags, the caller enforces
-    a security key's ``verify-required`` itself (sshd from the line, a host
-    from the grant's options); when false (asyncssh does not hand the flags
-    over), an entry or certificate that requires user verification refuses
-    the key.
+    no entry for ...``), empty for a session.  ``defer_source``: without a
+    peer address, ``from=`` and a certificate's ``source-address`` are the
+    caller's to enforce (sshd does, on the line it is given); otherwise an
+    unknown peer fails them.  ``can_verify_user``: without the signature's
+    flags, the caller enforces a security key's ``verify-required`` itself
+    (sshd from the line, a host from the grant's options); when false
+    (asyncssh does not hand the flags over), an entry or certificate that
+    requires user verification refuses the key.
     """
 
-    label: Literal["", "authorized-keys"] = ""
-    defer_source: bool = False
-    can_verify_user: bool = True
+    #: A session: a host's SSH layer, ``nxauth login``, SSHSIG.
+    SESSION = ("", False, True)
+    #: A session whose SSH layer cannot see a security key's signature flags (the embedded server).
+    SESSION_WITHOUT_FLAGS = ("", False, False)
+    #: sshd's ``AuthorizedKeysCommand``: ``nxauth authorized-keys``, in-process or through the daemon.
+    SSHD = ("authorized-keys", True, True)
 
+    label: str
+    defer_source: bool
+    can_verify_user: bool
 
-#: A session (a host's SSH layer, ``nxauth login``, SSHSIG).
-SESSION: Final = Caller()
-#: sshd's ``AuthorizedKeysCommand``: ``nxauth authorized-keys``, in-process or through the daemon.
-SSHD: Final = Caller("authorized-keys", defer_source=True)
-#: A session whose SSH layer cannot see a security key's signature flags (the embedded server).
-WITHOUT_FLAGS: Final = Caller(can_verify_user=False)
+    def __init__(self, label: str, defer_source: bool, can_verify_user: bool) -> None:
+        self.label = label
+        self.defer_source = defer_source
+        self.can_verify_user = can_verify_user
 
 
 @final
@@ -101,7 +101,7 @@ class TransportDecision:
     method: str
     peer: Peer
     reason: Reason
-    caller: Caller = SESSION
+    caller: Caller = Caller.SESSION
     grant: TransportGrant | None = None
     entry: AuthorizedKey | None = None
     backend: str | None = None
@@ -185,7 +185,7 @@ class Stage1:
         *,
         session_id: str,
         peer: Peer = UNKNOWN_PEER,
-        caller: Caller = SESSION,
+        caller: Caller = Caller.SESSION,
         method: Method = "publickey",
         signature_flags: int | None = None,
     ) -> TransportDecision:
@@ -199,7 +199,7 @@ class Stage1:
         key: PublicKey | bytes | str,
         *,
         peer: Peer = UNKNOWN_PEER,
-        caller: Caller = SESSION,
+        caller: Caller = Caller.SESSION,
         method: Method = "publickey",
         signature_flags: int | None = None,
     ) -> TransportDecision:

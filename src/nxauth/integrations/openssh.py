@@ -140,11 +140,11 @@ def authorized_keys_line(
     ``from=`` and a certificate's ``source-address`` are then sshd's to
     enforce on the printed line (and ``nxauth login`` checks them again with
     ``SSH_CONNECTION``)."""
-    from nxauth.core.stage1 import SSHD, Stage1
+    from nxauth.core.stage1 import Caller, Stage1
 
     session_id = os.urandom(8).hex()  # what secrets.token_hex does, without importing random
-    decision = Stage1(config, sources, emit, clock).check(user, key_line, session_id=session_id, peer=peer, caller=SSHD)
-    return decision.line
+    stage1 = Stage1(config, sources, emit, clock)
+    return stage1.check(user, key_line, session_id=session_id, peer=peer, caller=Caller.SSHD).line
 
 
 def run_authorized_keys(

@@ -98,15 +98,18 @@ def _type_refusal(policy: KeyPolicy, key: PublicKey, role: str) -> KeyDecision |
     return None
 
 
-@dataclass(slots=True)
 class _CertTerms:
-    """What a valid user certificate contributes: from its critical options and extensions."""
+    """What a valid user certificate contributes: from its critical options and extensions.
+    (A plain class: a dataclass costs ``nxauth authorized-keys`` its making on every run.)"""
 
-    force_command: str | None = None
-    source_address: str | None = None
-    verify_required: bool = False
-    no_touch_required: bool = False
-    restrictions: frozenset[str] = frozenset()
+    __slots__ = ("force_command", "no_touch_required", "restrictions", "source_address", "verify_required")
+
+    def __init__(self) -> None:
+        self.force_command: str | None = None
+        self.source_address: str | None = None
+        self.verify_required = False
+        self.no_touch_required = False
+        self.restrictions: frozenset[str] = frozenset()
 
 
 def _inner_string(name: str, data: bytes) -> str:
