@@ -39,6 +39,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Caller",
     "Emit",
+    "Method",
     "Stage1",
     "TransportDecision",
     "transport_event",
@@ -98,7 +99,7 @@ class TransportDecision:
     """
 
     account: str
-    method: str
+    method: Method
     peer: Peer
     reason: Reason
     caller: Caller = Caller.SESSION
