@@ -21,9 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, final
+from typing import Any, Final, NamedTuple, final
 
 from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import AuthorizedKey, match_from, match_source_address
@@ -58,10 +58,13 @@ class KeyPolicy:
 
 
 @final
-@dataclass(frozen=True, slots=True)
-class KeyDecision:
+class KeyDecision(NamedTuple):
     """What :func:`evaluate_key` decided.  ``detail`` is precise text for the audit trail;
-    ``entry`` is the entry that allowed the key (or the first one that refused it)."""
+    ``entry`` is the entry that allowed the key (or the first one that refused it).
+
+    The keys layer's own result (stage 1's is :class:`nxauth.core.stage1.TransportDecision`),
+    immutable; a named tuple because making a frozen dataclass is a cost that
+    ``nxauth authorized-keys``, started by sshd on every login, pays at each start."""
 
     allowed: bool
     reason: Reason
@@ -69,7 +72,7 @@ class KeyDecision:
     entry: AuthorizedKey | None = None
     forced_command: str | None = None
     restrictions: frozenset[str] = frozenset()
-    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    options: Mapping[str, Any] = _EMPTY
     expires: float | None = None
     certificate_id: str | None = None
 
