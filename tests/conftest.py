@@ -4,10 +4,12 @@ key source."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Callable, Iterator, Mapping
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -17,6 +19,7 @@ import nxauth
 from nxauth.testing import MemoryBackend, RecordingSink
 
 PEER = ("198.51.100.7", 52100)
+T = TypeVar("T")
 
 
 class TransportKey:
@@ -48,6 +51,24 @@ class ListKeySource:
         self.calls += 1
         entries = [parse_authorized_key(line) for line in self.lines]
         return [entry for entry in entries if entry is not None]
+
+
+class LoopThread:
+    """An event loop in a thread: the server runs there, the tests drive
+    the real ssh client synchronously."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
 
 
 @pytest.fixture

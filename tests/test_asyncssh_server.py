@@ -12,41 +12,22 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import asyncssh
 import pytest
 
 import nxauth
-from conftest import ListKeySource, TransportKey
+from conftest import ListKeySource, LoopThread, TransportKey
 from nxauth.integrations.asyncssh import NxauthServer, ensure_host_key, start_server
 from nxauth.integrations.asyncssh_client import connect_client
 from nxauth.testing import RecordingSink
 
 SSH = shutil.which("ssh")
 needs_ssh = pytest.mark.skipif(SSH is None, reason="the OpenSSH client (ssh) is not installed")
-T = TypeVar("T")
-
-
-class LoopThread:
-    """An event loop in a thread: the server runs there, the tests drive
-    the real ssh client synchronously."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
-        self.loop.close()
 
 
 @dataclass
@@ -878,7 +859,7 @@ def test_verify_required_security_key_is_refused_fail_closed(tmp_path: Path) -> 
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from nxauth.integrations.asyncssh import NxauthServer, _Connection
+    from nxauth.integrations.asyncssh import _probe
     from nxauth.testing import RecordingSink
 
     def s(data: bytes | str) -> bytes:
@@ -907,12 +888,7 @@ def test_verify_required_security_key_is_refused_fail_closed(tmp_path: Path) -> 
             plugins=[sink],
         )
         session = auth.open_session(("127.0.0.1", 5000))
-
-        async def decide(auth: nxauth.Authenticator = auth, session: nxauth.Session = session) -> bool:
-            server = NxauthServer(auth, lambda identity, process: None, 10.0)  # type: ignore[arg-type,return-value]
-            return _Connection(server)._decide(session, "nx", blob)
-
-        results[options] = asyncio.run(decide())
+        results[options] = _probe(session, "nx", blob)  # what validate_public_key runs
         assert session.transport is None  # a dry run grants nothing either way
         auth.close()
     assert results == {"verify-required ": False, "": True}

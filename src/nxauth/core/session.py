@@ -21,6 +21,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from nxauth.core.stack import Outcome, Step, evaluate
+from nxauth.core.stage1 import Caller, Method, Stage1
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
 from nxauth.usernames import InvalidUsername
@@ -201,6 +202,10 @@ class Session:
     ) -> NoReturn:
         """Audit a denial, count the attempt, close the session at the limit, raise."""
         self._emit(stage, outcome, reason, method, username, **extra)
+        self._deny(stage, reason, method, username, count=count)
+
+    def _deny(self, stage: int, reason: Reason, method: str, username: str, *, count: bool = True) -> NoReturn:
+        """A denial already audited: count the attempt, close the session at the limit, raise."""
         if count:
             self.attempts += 1
             if self.attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
@@ -221,21 +226,34 @@ class Session:
 
     # ------------------------------------------------------------ stage 1
 
-    def check_transport_key(self, account: str, public_key: PublicKey | bytes | str) -> TransportGrant:
+    def check_transport_key(
+        self,
+        account: str,
+        public_key: PublicKey | bytes | str,
+        *,
+        can_verify_user: bool = True,
+        probe: bool = False,
+    ) -> TransportGrant:
         """Stage 1 with the key proven by the SSH layer: is ``public_key``
         (a :class:`nxauth.keys.formats.PublicKey`, a wire blob, or an OpenSSH public
-        key line) allowed to open the transport for ``account``?"""
+        key line) allowed to open the transport for ``account``?
+
+        The grant's options say what the SSH layer must enforce; for a
+        security key that includes ``verify-required`` (user verification).
+        An SSH layer that cannot see a security key's signature flags passes
+        ``can_verify_user=False``: such a key is then refused.
+
+        ``probe=True`` is for an SSH layer that asks before the client
+        proved its key (the query of public-key authentication): a refusal
+        is audited and counted as usual, but an allow is neither audited nor
+        taken (the session stays in stage 1, and the grant returned is not
+        the session's): call again without ``probe`` once the key is proven."""
         if not isinstance(account, str):
             raise UsageError("account must be a str")
-        from nxauth.keys.formats import coerce_public_key
-
+        caller = Caller.SESSION if can_verify_user else Caller.SESSION_WITHOUT_FLAGS
         with self._lock:
             self._gate(1, "publickey", account)
-            try:
-                key = coerce_public_key(public_key)
-            except KeyFormatError as exc:
-                self._fail(1, Reason.KEY_FORMAT, "publickey", account, detail=exc.detail)
-            return self._stage1(account, key, "publickey")
+            return self._stage1(account, public_key, "publickey", caller, probe=probe)
 
     def challenge(self) -> str:
         """A fresh nonce for :meth:`check_transport_signature`: single use,
@@ -296,41 +314,31 @@ class Session:
             if check is None:
                 self._fail(1, Reason.BAD_SIGNATURE, "sshsig", account, fingerprint=fingerprint)
             # security keys: the policy judges the flags (touch, verification) against the entry's options
-            return self._stage1(account, sig.public_key, "sshsig", signature_flags=check.flags)
+            return self._stage1(account, sig.public_key, "sshsig", Caller.SESSION, signature_flags=check.flags)
 
     def _stage1(
-        self, account: str, key: PublicKey, method: str, *, signature_flags: int | None = None
+        self,
+        account: str,
+        key: PublicKey | bytes | str,
+        method: Method,
+        caller: Caller,
+        *,
+        signature_flags: int | None = None,
+        probe: bool = False,
     ) -> TransportGrant:
-        from nxauth.core.stage1 import decide_transport
-
-        decision = decide_transport(
-            self._auth.config.transport,
-            self._auth.backends,
-            account,
-            key,
-            peer_host=self.peer.host,
-            now=self._auth.clock(),
-            method=method,
-            signature_flags=signature_flags,
+        """Stage 1 decided (and audited) by its owner; the session counts a
+        refusal and takes a grant."""
+        auth = self._auth
+        stage1 = Stage1(auth.config, auth.backends, auth.emit, auth.clock)
+        decision = stage1.decide(
+            account, key, peer=self.peer, caller=caller, method=method, signature_flags=signature_flags
         )
-        fingerprint = key.fingerprint
+        if probe and decision.grant is not None:
+            return decision.grant
+        decision = stage1.record(decision, session_id=self.id)
         grant = decision.grant
         if grant is None:
-            self._fail(
-                1,
-                decision.reason,
-                method,
-                account,
-                backend=decision.backend,
-                fingerprint=fingerprint,
-                invalid_user=decision.invalid_user,
-                detail=decision.detail,
-            )
-        if (
-            not self._emit(1, "accepted", Reason.OK, method, account, backend=grant.source, fingerprint=fingerprint)
-            and self._auth.config.audit.required
-        ):
-            self._fail(1, Reason.AUDIT_FAILED, method, account, fingerprint=fingerprint)
+            self._deny(1, decision.reason, method, account)
         self._grant = grant
         self._state = SessionState.TRANSPORT_OK
         return grant

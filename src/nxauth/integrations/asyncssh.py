@@ -43,12 +43,12 @@ from typing import TYPE_CHECKING, Any, Final, final
 import asyncssh
 
 from nxauth.core.session import SessionState
-from nxauth.errors import AuthenticationFailed, KeyFormatError, UsageError
+from nxauth.errors import AuthenticationFailed, UsageError
 from nxauth.integrations._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
 from nxauth.integrations.exchange import run_exchange_async
 from nxauth.integrations.hostkey import ensure_host_key
 from nxauth.integrations.protocol import identity_environment
-from nxauth.model import AuthEvent, Identity, Reason, TransportGrant
+from nxauth.model import Identity, Reason
 
 if TYPE_CHECKING:
     from nxauth.core.authenticator import Authenticator
@@ -217,59 +217,13 @@ class _Connection(asyncssh.SSHServer):
         answer = self._answers.get((username, blob))
         if answer is None:
             loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(self._auth.executor(), self._decide, session, username, blob)
+            answer = await loop.run_in_executor(self._auth.executor(), _probe, session, username, blob)
             self._answers[(username, blob)] = answer
             if _closed(session):
                 loop.call_soon(self._hang_up)
         if answer:
             self._candidate = (username, blob)
         return answer
-
-    def _decide(self, session: Session, username: str, blob: bytes) -> bool:
-        """A dry run of stage 1; a refusal goes through the session (audited, counted)."""
-        from nxauth.core.stage1 import decide_transport
-        from nxauth.keys.formats import decode_public_key
-
-        try:
-            key = decode_public_key(blob)
-        except KeyFormatError:
-            key = None
-        if key is not None:
-            decision = decide_transport(
-                self._auth.config.transport,
-                self._auth.backends,
-                username,
-                key,
-                peer_host=session.peer.host,
-                now=self._auth.clock(),
-            )
-            if decision.grant is not None:
-                if _needs_verification(decision.grant):
-                    self._auth.emit(
-                        AuthEvent(
-                            stage=1,
-                            outcome="failed",
-                            reason=Reason.KEY_TYPE_REFUSED,
-                            method="publickey",
-                            username=username[:100],
-                            peer=session.peer,
-                            session_id=session.id,
-                            backend=decision.backend,
-                            fingerprint=key.fingerprint,
-                            detail=_NO_VERIFICATION,
-                            time=self._auth.clock(),
-                        )
-                    )
-                    return False
-                return True
-        try:
-            grant = session.check_transport_key(username, blob)
-        except AuthenticationFailed:
-            return False
-        if _needs_verification(grant):  # granted only now (a key source changed its mind): still fail closed
-            session.abort(Reason.KEY_TYPE_REFUSED, _NO_VERIFICATION)
-            return False
-        return True  # the key sources changed their mind in between: the session's grant stands
 
     async def auth_completed(self) -> None:
         """The client proved its key: now the session takes it (audited as
@@ -365,18 +319,23 @@ def _finish_session(session: Session, tried: bool) -> None:
     session.close()
 
 
-def _commit(session: Session, username: str, blob: bytes) -> bool:
-    grant = session.transport
-    if grant is not None:  # granted while deciding (see _decide): only for this very key
-        from nxauth.keys.formats import decode_public_key
-
-        try:
-            fingerprint = decode_public_key(blob).fingerprint
-        except KeyFormatError:
-            return False
-        return session.state is SessionState.TRANSPORT_OK and grant.fingerprint == fingerprint
+def _probe(session: Session, username: str, blob: bytes) -> bool:
+    """Stage 1 before the client proved its key: a refusal is audited and
+    counted by the session, an allow grants nothing yet."""
     try:
-        session.check_transport_key(username, blob)
+        session.check_transport_key(username, blob, can_verify_user=False, probe=True)
+    except AuthenticationFailed:
+        return False
+    return True
+
+
+def _commit(session: Session, username: str, blob: bytes) -> bool:
+    """The client proved its key: stage 1 again (the key sources may have
+    changed their mind), audited, and taken by the session.  asyncssh checks
+    a security key's touch but does not hand over the signature's flags, so
+    ``verify-required`` cannot be enforced here: such a key is refused."""
+    try:
+        session.check_transport_key(username, blob, can_verify_user=False)
     except AuthenticationFailed:
         return False
     return True
@@ -455,16 +414,6 @@ class NxauthServer:
     async def __aexit__(self, *exc: object) -> None:
         self.close()
         await self.wait_closed()
-
-
-_NO_VERIFICATION = "verify-required: the embedded server cannot see a security key's user-verification flag"
-
-
-def _needs_verification(grant: TransportGrant) -> bool:
-    """``verify-required`` on the entry: asyncssh checks a security key's
-    touch but does not hand over the signature's flags, so user verification
-    (a PIN) cannot be enforced here; such a key is refused (fail closed)."""
-    return bool(grant.options.get("verify-required"))
 
 
 async def start_server(

@@ -23,14 +23,15 @@ import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, NoReturn
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from nxauth.config import BackendConfig, Config
-from nxauth.errors import ConfigError, KeyFormatError, NxauthError
+from nxauth.errors import ConfigError, NxauthError
 from nxauth.model import UNKNOWN_PEER, AuthEvent, Peer, Reason
 
 if TYPE_CHECKING:
     from nxauth.core.authenticator import Authenticator
+    from nxauth.core.stage1 import Emit
     from nxauth.store.protocol import Store
 
 __all__ = [
@@ -52,8 +53,6 @@ LEAN_KINDS: Final[Mapping[str, str]] = {
     "authorized_keys": "nxauth.backends.authorized_keys",
     "ldap": "nxauth.backends.ldap",
 }
-
-Emit = Callable[[AuthEvent], bool]
 
 
 def peer_from_connection(text: str | None) -> Peer:
@@ -136,54 +135,16 @@ def authorized_keys_line(
 ) -> str | None:
     """Stage 1 for sshd: the authorized_keys line to print for this key and
     account (its options as stored, which sshd then enforces), or ``None``.
-    Every decision is audited through ``emit``."""
-    from nxauth.core.stage1 import decide_transport
-    from nxauth.keys.formats import parse_public_key
+    Decided and audited (through ``emit``) by :class:`nxauth.core.stage1.Stage1`
+    as sshd's entry point: sshd gives no peer address to the command, so
+    ``from=`` and a certificate's ``source-address`` are then sshd's to
+    enforce on the printed line (and ``nxauth login`` checks them again with
+    ``SSH_CONNECTION``)."""
+    from nxauth.core.stage1 import Caller, Stage1
 
     session_id = os.urandom(8).hex()  # what secrets.token_hex does, without importing random
-    shown_user = user[:100]
-
-    def event(outcome: str, reason: Reason, **extra: Any) -> bool:
-        return emit(
-            AuthEvent(
-                stage=1,
-                outcome=outcome,
-                reason=reason,
-                method="publickey",
-                username=shown_user,
-                peer=peer,
-                session_id=session_id,
-                time=clock(),
-                **extra,
-            )
-        )
-
-    try:
-        key = parse_public_key(key_line)
-    except KeyFormatError as exc:
-        event("failed", Reason.KEY_FORMAT, detail=f"authorized-keys: {exc.detail}")
-        return None
-    # sshd gives no peer address to the command: from= and a certificate's
-    # source-address are then sshd's to enforce on the printed line, and
-    # ``nxauth login`` checks them again with SSH_CONNECTION
-    known = peer.host if peer != UNKNOWN_PEER else None
-    decision = decide_transport(config.transport, sources, user, key, peer_host=known, now=clock(), defer_source=True)
-    if decision.grant is None or decision.entry is None:
-        event(
-            "failed",
-            decision.reason,
-            backend=decision.backend,
-            fingerprint=key.fingerprint,
-            invalid_user=decision.invalid_user,
-            detail=f"authorized-keys: {decision.detail}" if decision.detail else "authorized-keys",
-        )
-        return None
-    fingerprint = key.fingerprint
-    accepted = event("accepted", Reason.OK, backend=decision.backend, fingerprint=fingerprint, detail="authorized-keys")
-    if not accepted and config.audit.required:
-        event("failed", Reason.AUDIT_FAILED, fingerprint=key.fingerprint, detail="authorized-keys")
-        return None
-    return decision.entry.to_line()
+    stage1 = Stage1(config, sources, emit, clock)
+    return stage1.check(user, key_line, session_id=session_id, peer=peer, caller=Caller.SSHD).line
 
 
 def run_authorized_keys(

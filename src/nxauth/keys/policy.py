@@ -10,7 +10,9 @@ Where nxauth is stricter than sshd, it says so:
 
 - a certificate without principals (valid for anybody in sshd) is refused;
 - ``verify-required`` on an entry for a key that is not a security key
-  refuses, since such a key can never prove user verification;
+  refuses, since such a key can never prove user verification; and so does
+  ``verify-required`` when the caller neither has the signature's flags nor
+  enforces them itself (``can_verify_user=False``);
 - a ``source-address`` list with an invalid entry refuses even when a later
   entry would match.
 """
@@ -19,9 +21,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, Final, final
+from typing import Any, Final, NamedTuple, final
 
 from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import AuthorizedKey
@@ -57,10 +59,13 @@ class KeyPolicy:
 
 
 @final
-@dataclass(frozen=True, slots=True)
-class KeyDecision:
+class KeyDecision(NamedTuple):
     """What :func:`evaluate_key` decided.  ``detail`` is precise text for the audit trail;
-    ``entry`` is the entry that allowed the key (or the first one that refused it)."""
+    ``entry`` is the entry that allowed the key (or the first one that refused it).
+
+    The keys layer's own result (stage 1's is :class:`nxauth.core.stage1.TransportDecision`),
+    immutable; a named tuple because making a frozen dataclass is a cost that
+    ``nxauth authorized-keys``, started by sshd on every login, pays at each start."""
 
     allowed: bool
     reason: Reason
@@ -68,7 +73,7 @@ class KeyDecision:
     entry: AuthorizedKey | None = None
     forced_command: str | None = None
     restrictions: frozenset[str] = frozenset()
-    options: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    options: Mapping[str, Any] = _EMPTY
     expires: float | None = None
     certificate_id: str | None = None
 
@@ -97,15 +102,18 @@ def _type_refusal(policy: KeyPolicy, key: PublicKey, role: str) -> KeyDecision |
     return None
 
 
-@dataclass(slots=True)
 class _CertTerms:
-    """What a valid user certificate contributes: from its critical options and extensions."""
+    """What a valid user certificate contributes: from its critical options and extensions.
+    (A plain class: a dataclass costs ``nxauth authorized-keys`` its making on every run.)"""
 
-    force_command: str | None = None
-    source_address: str | None = None
-    verify_required: bool = False
-    no_touch_required: bool = False
-    restrictions: frozenset[str] = frozenset()
+    __slots__ = ("force_command", "no_touch_required", "restrictions", "source_address", "verify_required")
+
+    def __init__(self) -> None:
+        self.force_command: str | None = None
+        self.source_address: str | None = None
+        self.verify_required = False
+        self.no_touch_required = False
+        self.restrictions: frozenset[str] = frozenset()
 
 
 def _inner_string(name: str, data: bytes) -> str:
@@ -167,6 +175,7 @@ def _check_entry(
     now: float,
     signature_flags: int | None,
     defer_source: bool = False,
+    can_verify_user: bool = True,
 ) -> KeyDecision:
     opts = entry.options
     check_source = peer_host is not None or not defer_source
@@ -204,6 +213,12 @@ def _check_entry(
     verify_required = opts.verify_required or (terms is not None and terms.verify_required)
     if verify_required and not key.is_security_key:
         return _refuse(Reason.KEY_TYPE_REFUSED, "verify-required needs a security key", entry)
+    if verify_required and signature_flags is None and not can_verify_user:
+        return _refuse(
+            Reason.KEY_TYPE_REFUSED,
+            f"verify-required, but the signature's user-verification flag cannot be checked here (line {entry.lineno})",
+            entry,
+        )
     if key.is_security_key and signature_flags is not None:
         if not no_touch and not signature_flags & SK_USER_PRESENCE:
             return _refuse(Reason.BAD_SIGNATURE, "security key signature without user presence", entry)
@@ -266,6 +281,7 @@ def evaluate_key(
     now: float,
     signature_flags: int | None = None,
     defer_source: bool = False,
+    can_verify_user: bool = True,
 ) -> KeyDecision:
     """Decide whether ``key`` may be used by ``account`` from ``peer_host`` at ``now``.
 
@@ -278,7 +294,9 @@ def evaluate_key(
     the caller has them: then user presence is required unless
     ``no-touch-required``, and user verification if ``verify-required``.
     Without them those requirements travel in ``options`` for the
-    integration to enforce.  With ``defer_source`` and no ``peer_host``, the
+    integration to enforce; an integration that cannot (``can_verify_user``
+    false: it cannot see the user-verification flag) has an entry or a
+    certificate with ``verify-required`` refuse the key.  With ``defer_source`` and no ``peer_host``, the
     ``from=`` and certificate ``source-address`` checks are left to the
     caller (sshd enforces both on the line ``nxauth authorized-keys``
     prints); otherwise an unknown peer fails them.
@@ -293,6 +311,7 @@ def evaluate_key(
             now=now,
             signature_flags=signature_flags,
             defer_source=defer_source,
+            can_verify_user=can_verify_user,
         )
     except Exception as exc:  # noqa: BLE001 - fail closed: a surprise is a refusal, never an allow
         return _refuse(Reason.DENIED, f"key policy error: {type(exc).__name__}: {str(exc)[:200]}")
@@ -308,6 +327,7 @@ def _evaluate(
     now: float,
     signature_flags: int | None,
     defer_source: bool = False,
+    can_verify_user: bool = True,
 ) -> KeyDecision:
     if not isinstance(policy, KeyPolicy) or not isinstance(key, PublicKey) or not isinstance(account, str):
         return _refuse(Reason.DENIED, "evaluate_key called with wrong argument types")
@@ -349,6 +369,7 @@ def _evaluate(
             now=now,
             signature_flags=signature_flags,
             defer_source=defer_source,
+            can_verify_user=can_verify_user,
         )
         if decision.allowed:
             if decision.entry is None or decision.entry.key.blob != want:  # belt and braces
