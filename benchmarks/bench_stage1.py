@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import nxauth
+from nxauth.core.authenticator import runtime_of
 from nxauth.core.stage1 import Stage1
 from nxauth.keys.authorized_keys import parse_authorized_key
 from nxauth.keys.formats import PublicKey, parse_public_key
@@ -159,7 +160,7 @@ def main() -> int:
                     decision = evaluate_key(policy, key, found, account="nx", peer_host=peer.host, now=time.time())
                     assert decision.allowed
 
-                owner = Stage1(auth.config, auth.backends, auth.emit, auth.clock)
+                owner = runtime_of(auth).stage1
 
                 def decide(owner: Stage1 = owner, key: PublicKey = key) -> None:
                     assert owner.decide("nx", key, peer=peer).allowed

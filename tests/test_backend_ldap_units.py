@@ -486,8 +486,7 @@ def test_parse_uri_refuses(uri: str) -> None:
 def test_ldap_is_a_builtin_kind(tmp_path: Path) -> None:
     auth = nxauth.Authenticator({"state_dir": str(tmp_path)}, entry_points=False)
     try:
-        assert "ldap" in auth.registry.kinds()
-        assert auth.registry.owner("ldap") == "nxauth.backends.ldap"
+        assert auth.describe()["backend_kinds"]["ldap"] == "nxauth.backends.ldap"
     finally:
         auth.close()
 

@@ -163,7 +163,7 @@ def stage1(granted: Callable[..., nxauth.Session]) -> Callable[..., nxauth.Sessi
 
 def test_kind_is_a_builtin(build: Callable[..., nxauth.Authenticator]) -> None:
     auth = build(service=Services.MATRIX)
-    assert auth.registry.owner("pam") == "nxauth.backends.pam"
+    assert auth.describe()["backend_kinds"]["pam"] == "nxauth.backends.pam"
     backend = auth.backends["pam"]
     assert isinstance(backend, PamBackend)
     assert (backend.service, backend.encoding, backend.account, backend.nss) == (

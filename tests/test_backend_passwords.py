@@ -325,7 +325,7 @@ def test_implicit_instances_with_no_options_work(
     backend = auth.backends["passwords"]
     assert isinstance(backend, PasswordsBackend)
     assert repr(backend.hasher) == "PasswordHasher(argon2id t=2 m=19456KiB p=1)"
-    assert auth.kind_of("users") == "users"
+    assert auth.describe()["account"][0]["kind"] == "users"
     add_user(auth, "alice", PASSWORD)
     assert granted(auth).login("alice", PASSWORD).backend == "passwords"
 

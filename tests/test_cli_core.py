@@ -70,9 +70,10 @@ def test_store_error_exit_code(tmp_path: Path, capsys: pytest.CaptureFixture[str
 
 def test_unlock(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from nxauth import Authenticator, Peer
+    from nxauth.core.authenticator import runtime_of
 
     auth = Authenticator.from_file(config)
-    auth.throttle.record_failure("alice", Peer("198.51.100.7", 1))
+    runtime_of(auth).throttle.record_failure("alice", Peer("198.51.100.7", 1))
     auth.close()
     assert main(["--config", str(config), "unlock", "--list", "--json"]) == EXIT_OK
     assert [row["key"] for row in json.loads(capsys.readouterr().out)] == ["user:alice"]

@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -38,9 +39,9 @@ def reason(auth: nxauth.Authenticator, key: TransportKey | str) -> Reason:
     return info.value.reason
 
 
-def keystore_auth(tmp_path: Path, **config: object) -> nxauth.Authenticator:
+def keystore_auth(tmp_path: Path, clock: Any = time.time, **config: object) -> nxauth.Authenticator:
     return nxauth.Authenticator(
-        {"state_dir": str(tmp_path / "state"), "auth": [], "account": [], **config}, entry_points=False
+        {"state_dir": str(tmp_path / "state"), "auth": [], "account": [], **config}, entry_points=False, clock=clock
     )
 
 
@@ -59,8 +60,7 @@ def test_keystore_is_the_default_key_source(tmp_path: Path) -> None:
 
 def test_keystore_expiry_is_refused_as_expired(tmp_path: Path) -> None:
     now = [2_000_000_000.0]
-    auth = keystore_auth(tmp_path)
-    auth.clock = lambda: now[0]
+    auth = keystore_auth(tmp_path, clock=lambda: now[0])
     key = TransportKey()
     entry = parse_authorized_key(key.line)
     assert entry is not None
@@ -217,9 +217,9 @@ def test_keygen_rotation_keeps_old_key_for_the_grace(
     auth = nxauth.Authenticator.from_file(config)
     old = (tmp_path / "k1.pub").read_text().strip()
     assert auth.open_session(PEER).check_transport_key("nx", old).expires is not None
-    auth.clock = lambda: time.time() + 8 * 86400
+    later = nxauth.Authenticator.from_file(config, clock=lambda: time.time() + 8 * 86400)
     with pytest.raises(AuthenticationFailed) as info:
-        auth.open_session(PEER).check_transport_key("nx", old)
+        later.open_session(PEER).check_transport_key("nx", old)
     assert info.value.reason is Reason.KEY_EXPIRED
 
 

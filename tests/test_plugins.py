@@ -122,7 +122,7 @@ def test_authenticator_uses_plugin_kinds_and_options(tmp_path: Path) -> None:
         entry_points=False,
     )
     assert [c.name for c in kind.contexts] == ["one", "mem"]
-    assert auth.kind_of("one") == "mem"
+    assert auth.describe()["account"] == [{"use": "mem", "control": "required", "kind": "mem"}]
     assert auth.describe()["auth"] == [{"use": "one", "control": "required", "kind": "mem"}]
 
 

@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 
 import nxauth
 from conftest import PEER, ListKeySource, TransportKey
+from nxauth.core.authenticator import runtime_of
 from nxauth.core.stage1 import Caller, Stage1, TransportDecision, transport_event
 from nxauth.integrations.openssh import authorized_keys_line
 from nxauth.model import UNKNOWN_PEER, AuthEvent, Peer, Reason
@@ -141,7 +142,10 @@ def test_audit_required_is_the_same_rule_at_every_entry_point(make_auth: Build, 
     in_session = [dataclasses.replace(e, session_id="", time=0.0) for e in sink.events]
     sink.events.clear()
     peer = Peer(*PEER)
-    assert authorized_keys_line(auth.config, auth.backends, auth.emit, "nx", transport_key.line, peer=peer) is None
+    assert (
+        authorized_keys_line(auth.config, auth.backends, runtime_of(auth).emit, "nx", transport_key.line, peer=peer)
+        is None
+    )
     for_sshd = [dataclasses.replace(e, session_id="", time=0.0) for e in sink.events]
     assert [e.reason for e in in_session] == [Reason.OK, Reason.AUDIT_FAILED]
     assert for_sshd == [dataclasses.replace(e, detail="authorized-keys") for e in in_session]

@@ -39,6 +39,7 @@ import nxauth
 from conftest import LoopThread
 from nxauth.backends.keystore import KeyStore
 from nxauth.config import load_config
+from nxauth.core.authenticator import runtime_of
 from nxauth.integrations import keyd_client
 from nxauth.integrations.asyncssh import NxauthServer, ensure_host_key, start_server
 from nxauth.integrations.keyd import AuthorizedKeysDaemon, KeyAnswerer
@@ -427,7 +428,9 @@ class Deployment:
     def _plugin(self, case: Case, presented: Presented) -> tuple[bool, str]:
         peer = self._peer(case)
         auth = self.plugin_auth
-        line = authorized_keys_line(auth.config, auth.backends, auth.emit, case.account, presented.line, peer=peer)
+        line = authorized_keys_line(
+            auth.config, auth.backends, runtime_of(auth).emit, case.account, presented.line, peer=peer
+        )
         return self._sshd_line(line, presented), peer.host
 
     def _daemon(self, case: Case, presented: Presented) -> tuple[bool, str]:

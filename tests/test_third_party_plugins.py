@@ -86,9 +86,8 @@ def test_totp_has_an_entry_point_in_the_nxauth_group() -> None:
 
 def test_authenticator_discovers_totp_by_default(tmp_path: Path) -> None:
     with nxauth.Authenticator(mapping(tmp_path)) as auth:  # default: entry points on
-        assert "totp" in auth.registry
-        assert auth.registry.owner("totp") == "totp"
-        assert auth.kind_of("totp") == "totp"
+        assert auth.describe()["backend_kinds"]["totp"] == "totp"
+        assert auth.describe()["auth"][1]["kind"] == "totp"
         assert type(auth.backends["totp"]).__name__ == "TotpBackend"
         assert not [e for e in auth.plugin_errors if e.plugin == "totp"]
 
@@ -101,7 +100,7 @@ def test_entry_points_off_means_no_totp(tmp_path: Path) -> None:
 
 def test_disabled_plugin_is_not_loaded(tmp_path: Path) -> None:
     with nxauth.Authenticator(mapping(tmp_path, auth=[{"use": "passwords"}], plugins={"disabled": ["totp"]})) as auth:
-        assert "totp" not in auth.registry
+        assert "totp" not in auth.describe()["backend_kinds"]
 
 
 def test_check_json_lists_totp(tmp_path: Path) -> None:
@@ -173,7 +172,7 @@ def test_broken_distribution_is_named_and_totp_still_loads(
         assert len(errors) == 1, auth.plugin_errors
         assert isinstance(errors[0], nxauth.PluginError)
         assert message in str(errors[0]) and f"plugin {name!r}" in str(errors[0])
-        assert "totp" in auth.registry and auth.kind_of("totp") == "totp"
+        assert auth.describe()["backend_kinds"]["totp"] == "totp"
 
 
 def test_broken_distribution_in_check_json(broken_site: tuple[Path, str, str], tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import sys
 from typing import Any
 
 from nxauth.cli import EXIT_FAIL, EXIT_OK, CommandError, load_authenticator, print_json
+from nxauth.core.authenticator import runtime_of
 
 
 def register(subparsers: Any) -> None:
@@ -63,7 +64,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
                     "until": datetime.datetime.fromtimestamp(lock.until, datetime.UTC).isoformat(timespec="seconds"),
                     "lockouts": lock.lockouts,
                 }
-                for lock in auth.throttle.status()
+                for lock in runtime_of(auth).throttle.status()
             ]
             if args.json:
                 print_json(rows)

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from nxauth.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
+from nxauth.core.authenticator import runtime_of
 
 if TYPE_CHECKING:
     from nxauth.backends.keystore import KeyStore, StoredKey
@@ -67,7 +68,7 @@ def register(subparsers: Any) -> None:
 def _keystore(auth: Authenticator) -> KeyStore:
     from nxauth.backends.keystore import KeyStore
 
-    return KeyStore(auth.store, clock=auth.clock)
+    return KeyStore(auth.store, clock=runtime_of(auth).clock)
 
 
 def _generate(kind: str, bits: int | None, rsa_min_bits: int) -> Any:
@@ -141,7 +142,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
             serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
         )
         public = parse_public_key(f"{public_text.decode()} {comment}")
-        out = args.out or auth.state_dir / f"transport_{args.type}"
+        out = args.out or auth.config.state_dir / f"transport_{args.type}"
         _write_private(out, pem, force=args.force)
         pub_path = out.with_name(out.name + ".pub")
         pub_path.write_text(public.to_openssh() + "\n")
@@ -150,7 +151,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         stored = keystore.add(transport.account, entry)
         expired = 0
         if grace is not None:
-            expired = keystore.expire_all(transport.account, auth.clock() + grace, keep=[stored.id])
+            expired = keystore.expire_all(transport.account, runtime_of(auth).clock() + grace, keep=[stored.id])
     result = {
         "private_key": str(out),
         "public_key": str(pub_path),
@@ -207,7 +208,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                 raise CommandError(f"{len(errors)} line(s) did not parse; nothing was added")
             if not entries:
                 raise CommandError(f"{args.file}: no keys found")
-            expires = auth.clock() + parse_duration(args.expires) if args.expires else None
+            expires = runtime_of(auth).clock() + parse_duration(args.expires) if args.expires else None
             for entry in entries:
                 stored = keystore.add(account or auth.config.transport.account, entry, expires=expires)
                 print(f"added {stored.id}: {entry.key.describe()}")

@@ -3,51 +3,38 @@ instances, the store and the throttle.  One per server process."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
-from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, final
 
-import pluggy
-
-from nxauth.config import BackendConfig, Config, Control, StackEntry, default_config_path, load_config, parse_config
+from nxauth.config import BackendConfig, Config, StackEntry, default_config_path, load_config, parse_config
 from nxauth.core.audit import sinks_from_config
-from nxauth.core.throttle import Throttle, source_key, user_key
+from nxauth.core.runtime import Plan, PlannedStep, Runtime
+from nxauth.core.throttle import source_key, user_key
 from nxauth.errors import ConfigError, NxauthError, PluginError, UsageError
-from nxauth.model import AuthEvent, Peer
-from nxauth.plugins.manager import call_each, collect_backends, describe_plugins, make_plugin_manager
-from nxauth.plugins.registry import BackendContext, BackendRegistry
-from nxauth.store.protocol import Store
-from nxauth.store.sqlite import SqliteStore
-from nxauth.usernames import normalize_username
+from nxauth.model import Peer
+from nxauth.plugins.manager import collect_backends, describe_plugins, make_plugin_manager
+from nxauth.plugins.registry import BackendContext
+from nxauth.plugins.roles import AccountBackend, AuthBackend, KeySource
 
 if TYPE_CHECKING:
     from nxauth.core.session import Session
+    from nxauth.plugins.roles import Backend
+    from nxauth.store.protocol import Store
 
-__all__ = ["Authenticator"]
+__all__ = ["Authenticator", "runtime_of"]
 
 log = logging.getLogger("nxauth")
 
-PlannedStep = tuple[str, Control, Callable[[Any], Any], float | None]
-
-
-@final
-@dataclass(frozen=True, slots=True)
-class Plan:
-    """The stacks, bound to their backends' methods."""
-
-    auth: tuple[PlannedStep, ...]
-    account: tuple[PlannedStep, ...]
-    needs_timeouts: bool
-
-
-ROLE_METHODS = {"key source": "authorized_keys", "auth": "authenticate", "account": "check_account"}
+#: role -> (its Protocol, the method that is the role)
+ROLES: dict[str, tuple[type, str]] = {
+    "key source": (KeySource, "authorized_keys"),
+    "auth": (AuthBackend, "authenticate"),
+    "account": (AccountBackend, "check_account"),
+}
 
 
 @final
@@ -83,30 +70,24 @@ class Authenticator:
             raise UsageError("backends must be a mapping of instance name to backend object")
         if isinstance(plugins, str | bytes):
             raise UsageError("plugins must be an iterable of plugin objects")
-        self.config = config
-        self.clock = clock
-        self._store: Store | None = None
-        self._store_lock = threading.Lock()
-        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._timeout_executor: concurrent.futures.ThreadPoolExecutor | None = None
-        self._executor_lock = threading.Lock()
+        self._config = config
         self._closables: list[Any] = []
-
         use_entry_points = config.plugins.entry_points if entry_points is None else entry_points
         pm, errors = make_plugin_manager(
             plugins, builtins=builtins, entry_points=use_entry_points, disabled=config.plugins.disabled
         )
-        self.plugin_manager: pluggy.PluginManager = pm
-        self.registry: BackendRegistry = collect_backends(pm, errors)
-        self.plugin_errors: tuple[PluginError, ...] = tuple(errors)
+        self._pm = pm
+        self._registry = collect_backends(pm, errors)
+        self._plugin_errors: tuple[PluginError, ...] = tuple(errors)
         for error in errors:
             log.warning("%s", error)
         if errors and config.plugins.strict:
             raise errors[0]
+        self._runtime = Runtime(config, clock, pm)
         self._register_sinks()
-        self.throttle = Throttle(lambda: self.store, config.throttle, clock=clock)
-        self.backends: Mapping[str, object] = MappingProxyType(self._build_backends(dict(backends or {})))
-        self.plan = self._make_plan()
+        built = self._build_backends(dict(backends or {}))
+        self._backends: Mapping[str, Backend] = MappingProxyType(built)
+        self._runtime.bind(self._backends, self._make_plan())
 
     # ------------------------------------------------------------ building
 
@@ -128,19 +109,19 @@ class Authenticator:
         return cls(parse_config(data, source=source), **kwargs)
 
     def _register_sinks(self) -> None:
-        for sink, name in sinks_from_config(self.config.audit):
-            self.plugin_manager.register(sink, name=name)
+        for sink, name in sinks_from_config(self._config.audit):
+            self._pm.register(sink, name=name)
             if hasattr(sink, "close"):
                 self._closables.append(sink)
 
     def _missing_kind(self, kind: str) -> str:
-        hints = [str(e) for e in self.plugin_errors]
-        text = f"unknown backend kind {kind!r}; available: {', '.join(self.registry.kinds()) or 'none'}"
+        hints = [str(e) for e in self._plugin_errors]
+        text = f"unknown backend kind {kind!r}; available: {', '.join(self._registry.kinds()) or 'none'}"
         return text + (f" (plugins that failed to load: {'; '.join(hints)})" if hints else "")
 
-    def _build_backends(self, given: dict[str, object]) -> dict[str, object]:
-        config = self.config
-        built: dict[str, object] = {}
+    def _build_backends(self, given: dict[str, Any]) -> dict[str, Backend]:
+        config = self._config
+        built: dict[str, Backend] = {}
         wanted: dict[str, str] = {}
         for name, key in config.instance_names():
             wanted.setdefault(name, key)
@@ -152,7 +133,7 @@ class Authenticator:
                 continue
             declared = config.backends.get(name)
             if declared is None:
-                if name not in self.registry:
+                if name not in self._registry:
                     raise ConfigError(
                         f"unknown backend instance {name!r}: no [backends.{name}] table and no backend kind of that "
                         f"name ({self._missing_kind(name)})",
@@ -166,19 +147,20 @@ class Authenticator:
         self._check_roles(built)
         return built
 
-    def _build_one(self, declared: BackendConfig) -> object:
-        factory = self.registry.get(declared.kind)
+    def _build_one(self, declared: BackendConfig) -> Backend:
+        factory = self._registry.get(declared.kind)
         if factory is None:
             raise ConfigError(
-                self._missing_kind(declared.kind), source=self.config.source, key=f"backends.{declared.name}.kind"
+                self._missing_kind(declared.kind), source=self._config.source, key=f"backends.{declared.name}.kind"
             )
-        context = BackendContext(declared, root=self.config, store=lambda: self.store, clock=self.clock)
+        runtime = self._runtime
+        context = BackendContext(declared, root=self._config, store=lambda: runtime.store, clock=runtime.clock)
         try:
             backend = factory(context)
         except NxauthError:
             raise
         except Exception as exc:
-            owner = self.registry.owner(declared.kind)
+            owner = self._registry.owner(declared.kind)
             raise PluginError(
                 f"building backend {declared.name!r} of kind {declared.kind!r} failed: {type(exc).__name__}: {exc}",
                 plugin=owner,
@@ -186,83 +168,70 @@ class Authenticator:
         context.options.check_unused()
         if backend is None:
             raise PluginError(
-                f"factory for kind {declared.kind!r} returned None", plugin=self.registry.owner(declared.kind)
+                f"factory for kind {declared.kind!r} returned None", plugin=self._registry.owner(declared.kind)
             )
         if hasattr(backend, "close"):
             self._closables.append(backend)
         return backend
 
     def _check_roles(self, built: Mapping[str, object]) -> None:
-        source = self.config.source
+        source = self._config.source
 
         def need(name: str, role: str, key: str) -> None:
-            method = ROLE_METHODS[role]
-            if not callable(getattr(built[name], method, None)):
+            protocol, method = ROLES[role]
+            if not isinstance(built[name], protocol) or not callable(getattr(built[name], method, None)):
                 raise ConfigError(
                     f"backend {name!r} cannot be used as {role} (it has no {method}() method)", source=source, key=key
                 )
 
-        for index, name in enumerate(self.config.transport.key_sources):
+        for index, name in enumerate(self._config.transport.key_sources):
             need(name, "key source", f"transport.key_sources[{index}]")
-        for entry in self.config.auth:
+        for entry in self._config.auth:
             need(entry.use, "auth", f"{entry.key}.use")
-        for entry in self.config.account:
+        for entry in self._config.account:
             need(entry.use, "account", f"{entry.key}.use")
 
     def _make_plan(self) -> Plan:
         """Bind each stack entry to its backend method once, not per login."""
 
-        def steps(entries: tuple[StackEntry, ...], method: str) -> tuple[PlannedStep, ...]:
-            return tuple(
-                (e.use, e.control, getattr(self.backends[e.use], method), self.timeout_of(e.use)) for e in entries
-            )
+        timeout_of = self._runtime.timeout_of
 
-        auth = steps(self.config.auth, "authenticate")
-        account = steps(self.config.account, "check_account")
+        def steps(entries: tuple[StackEntry, ...], method: str) -> tuple[PlannedStep, ...]:
+            return tuple((e.use, e.control, getattr(self._backends[e.use], method), timeout_of(e.use)) for e in entries)
+
+        auth = steps(self._config.auth, "authenticate")
+        account = steps(self._config.account, "check_account")
         return Plan(auth, account, any(step[3] is not None for step in (*auth, *account)))
 
-    # ------------------------------------------------------------ long-lived things
+    # ------------------------------------------------------------ what a host may read
+
+    @property
+    def config(self) -> Config:
+        """The configuration this authenticator was built from."""
+        return self._config
+
+    @property
+    def backends(self) -> Mapping[str, Backend]:
+        """The backend instances by name: the configured ones and those given
+        in code (read-only)."""
+        return self._backends
+
+    @property
+    def plugin_errors(self) -> tuple[PluginError, ...]:
+        """The plugins that could not be loaded, each a :class:`PluginError`
+        naming it (logged; fatal only with ``plugins.strict``)."""
+        return self._plugin_errors
 
     @property
     def store(self) -> Store:
-        """The embedded store, opened on first use."""
-        store = self._store
-        if store is None:
-            with self._store_lock:
-                if self._store is None:
-                    self._store = SqliteStore(self.config.store_path)
-                store = self._store
-        return store
-
-    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The bounded pool that runs the synchronous core for ``login_async``."""
-        if self._executor is None:
-            with self._executor_lock:
-                if self._executor is None:
-                    self._executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=self.config.session.workers, thread_name_prefix="nxauth"
-                    )
-        return self._executor
-
-    def timeout_executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The pool that runs backend calls that have a timeout."""
-        if self._timeout_executor is None:
-            with self._executor_lock:
-                if self._timeout_executor is None:
-                    self._timeout_executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=self.config.session.workers * 2, thread_name_prefix="nxauth-backend"
-                    )
-        return self._timeout_executor
-
-    def timeout_of(self, name: str) -> float | None:
-        declared = self.config.backends.get(name)
-        return declared.timeout if declared is not None else None
+        """The embedded store (opened on first use), for programs that manage
+        users and keys (``nxauth useradd``, ``nxauth keys``)."""
+        return self._runtime.store
 
     def canonical_username(self, username: object) -> str:
         """The canonical form of ``username`` under this configuration
         (raises :class:`nxauth.InvalidUsername` for a name that cannot be used)."""
-        cfg = self.config.usernames
-        return normalize_username(username, case=cfg.case, max_length=cfg.max_length)
+        return self._runtime.canonical_username(username)
 
     # ------------------------------------------------------------ sessions and audit
 
@@ -270,54 +239,41 @@ class Authenticator:
         """Start one client connection's session.  ``peer`` is ``(host, port)``."""
         from nxauth.core.session import Session
 
-        return Session(self, Peer.coerce(peer))
-
-    def emit(self, event: AuthEvent) -> bool:
-        """Hand ``event`` to every ``nxauth_auth_event`` implementation, each
-        on its own; return False if any of them failed."""
-        failed = call_each(self.plugin_manager, "nxauth_auth_event", {"event": event})
-        for plugin, exc in failed:  # a failing sink never stops the others
-            log.error("audit sink %s failed: %s: %s", plugin, type(exc).__name__, exc)
-        ok = not failed
-        return ok
+        return Session(self._runtime, Peer.coerce(peer))
 
     def unlock(self, target: str) -> int:
         """Lift the throttle for a username or an address; return rows removed."""
         key = source_key(target.strip())
         if key is None:
             key = user_key(self.canonical_username(target))
-        return self.throttle.unlock(key)
+        return self._runtime.throttle.unlock(key)
 
     def describe(self) -> dict[str, Any]:
         """The composed pipeline, as ``nxauth check`` prints it."""
 
         def stack(entries: tuple[StackEntry, ...]) -> list[dict[str, str]]:
-            return [{"use": e.use, "control": e.control.value, "kind": self.kind_of(e.use)} for e in entries]
+            return [{"use": e.use, "control": e.control.value, "kind": self._kind_of(e.use)} for e in entries]
 
-        cfg = self.config
+        cfg = self._config
         return {
             "config": cfg.source,
             "transport_account": cfg.transport.account,
-            "key_sources": [{"use": n, "kind": self.kind_of(n)} for n in cfg.transport.key_sources],
+            "key_sources": [{"use": n, "kind": self._kind_of(n)} for n in cfg.transport.key_sources],
             "auth": stack(cfg.auth),
             "account": stack(cfg.account),
             "store": str(cfg.store_path),
-            "plugins": dict(describe_plugins(self.plugin_manager)),
-            "backend_kinds": {kind: self.registry.owner(kind) for kind in self.registry.kinds()},
-            "plugin_errors": [str(e) for e in self.plugin_errors],
+            "plugins": dict(describe_plugins(self._pm)),
+            "backend_kinds": {kind: self._registry.owner(kind) for kind in self._registry.kinds()},
+            "plugin_errors": [str(e) for e in self._plugin_errors],
         }
 
-    def kind_of(self, name: str) -> str:
-        declared = self.config.backends.get(name)
+    def _kind_of(self, name: str) -> str:
+        declared = self._config.backends.get(name)
         if declared is not None:
             return declared.kind
-        if name in self.registry:
+        if name in self._registry:
             return name
-        return f"<code: {type(self.backends.get(name)).__name__}>"
-
-    @property
-    def state_dir(self) -> Path:
-        return self.config.state_dir
+        return f"<code: {type(self._backends.get(name)).__name__}>"
 
     def close(self) -> None:
         """Release pools, sinks, backends and the store."""
@@ -327,11 +283,7 @@ class Authenticator:
             except Exception as exc:  # noqa: BLE001
                 log.warning("closing %r failed: %s", item, exc)
         self._closables.clear()
-        for pool in (self._executor, self._timeout_executor):
-            if pool is not None:
-                pool.shutdown(wait=False, cancel_futures=True)
-        if self._store is not None:
-            self._store.close()
+        self._runtime.close()
 
     def __enter__(self) -> Authenticator:
         return self
@@ -340,4 +292,10 @@ class Authenticator:
         self.close()
 
     def __repr__(self) -> str:
-        return f"Authenticator(config={self.config.source!r}, backends={list(self.backends)})"
+        return f"Authenticator(config={self._config.source!r}, backends={list(self._backends)})"
+
+
+def runtime_of(authenticator: Authenticator) -> Runtime:
+    """The runtime of ``authenticator``, for nxauth's own integrations (the
+    authorized-keys command and daemon, the embedded server): internal."""
+    return authenticator._runtime

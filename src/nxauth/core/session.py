@@ -21,13 +21,13 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from nxauth.core.stack import Outcome, Step, evaluate
-from nxauth.core.stage1 import Caller, Method, Stage1
+from nxauth.core.stage1 import Caller, Method
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
 from nxauth.usernames import InvalidUsername
 
 if TYPE_CHECKING:
-    from nxauth.core.authenticator import Authenticator
+    from nxauth.core.runtime import Runtime
     from nxauth.keys.formats import PublicKey
 
 __all__ = ["Session", "SessionState"]
@@ -81,11 +81,13 @@ class Session:
 
     __module__ = "nxauth"
 
-    def __init__(self, authenticator: Authenticator, peer: Peer) -> None:
-        self._auth = authenticator
-        self.peer = peer
-        self.id = secrets.token_hex(8)
-        self.attempts = 0
+    __slots__ = ("_attempts", "_auth", "_challenges", "_grant", "_id", "_identity", "_lock", "_peer", "_state")
+
+    def __init__(self, runtime: Runtime, peer: Peer) -> None:
+        self._auth = runtime
+        self._peer = peer
+        self._id = secrets.token_hex(8)
+        self._attempts = 0
         self._state = SessionState.NEW
         self._grant: TransportGrant | None = None
         self._identity: Identity | None = None
@@ -98,7 +100,23 @@ class Session:
     # ------------------------------------------------------------ state
 
     @property
+    def peer(self) -> Peer:
+        """The client's address, as the host gave it to :meth:`Authenticator.open_session`."""
+        return self._peer
+
+    @property
+    def id(self) -> str:
+        """This session's identifier in the audit trail (16 hex digits)."""
+        return self._id
+
+    @property
+    def attempts(self) -> int:
+        """Failures counted so far; at ``session.max_attempts`` the session closes for good."""
+        return self._attempts
+
+    @property
     def state(self) -> SessionState:
+        """Where the session is: ``NEW``, ``TRANSPORT_OK``, ``AUTHENTICATED`` or ``CLOSED``."""
         return self._state
 
     @property
@@ -117,6 +135,7 @@ class Session:
 
     @property
     def authenticated(self) -> bool:
+        """Whether stage 2 succeeded on this session."""
         return self._state is SessionState.AUTHENTICATED
 
     def close(self) -> None:
@@ -207,8 +226,8 @@ class Session:
     def _deny(self, stage: int, reason: Reason, method: str, username: str, *, count: bool = True) -> NoReturn:
         """A denial already audited: count the attempt, close the session at the limit, raise."""
         if count:
-            self.attempts += 1
-            if self.attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
+            self._attempts += 1
+            if self._attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
                 self._state = SessionState.CLOSED
                 self._challenges.clear()
                 self._emit(0, "refused", Reason.TOO_MANY_ATTEMPTS, method, username, detail="session closed")
@@ -328,8 +347,7 @@ class Session:
     ) -> TransportGrant:
         """Stage 1 decided (and audited) by its owner; the session counts a
         refusal and takes a grant."""
-        auth = self._auth
-        stage1 = Stage1(auth.config, auth.backends, auth.emit, auth.clock)
+        stage1 = self._auth.stage1
         decision = stage1.decide(
             account, key, peer=self.peer, caller=caller, method=method, signature_flags=signature_flags
         )
@@ -533,7 +551,7 @@ class Session:
         return identity, _scrub("; ".join(f"msg: {m}" for m in attempt.messages), attempt.password)[:500]
 
 
-def _canonical(auth: Authenticator, name: str) -> str | None:
+def _canonical(auth: Runtime, name: str) -> str | None:
     try:
         return auth.canonical_username(name)
     except InvalidUsername:

@@ -42,6 +42,7 @@ from typing import TYPE_CHECKING, Any, Final, final
 
 import asyncssh
 
+from nxauth.core.authenticator import runtime_of
 from nxauth.core.session import SessionState
 from nxauth.errors import AuthenticationFailed, UsageError
 from nxauth.integrations._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
@@ -217,7 +218,7 @@ class _Connection(asyncssh.SSHServer):
         answer = self._answers.get((username, blob))
         if answer is None:
             loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(self._auth.executor(), _probe, session, username, blob)
+            answer = await loop.run_in_executor(runtime_of(self._auth).executor(), _probe, session, username, blob)
             self._answers[(username, blob)] = answer
             if _closed(session):
                 loop.call_soon(self._hang_up)
@@ -232,7 +233,7 @@ class _Connection(asyncssh.SSHServer):
         granted = False
         if session is not None and candidate is not None:
             loop = asyncio.get_running_loop()
-            granted = await loop.run_in_executor(self._auth.executor(), _commit, session, *candidate)
+            granted = await loop.run_in_executor(runtime_of(self._auth).executor(), _commit, session, *candidate)
         if not self._granted.done():
             self._granted.set_result(granted)
         if not granted:

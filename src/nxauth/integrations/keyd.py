@@ -230,9 +230,11 @@ class KeyAnswerer:
             auth = generation.auth
             if auth is None:
                 return generation.status, ""
-            line = authorized_keys_line(
-                auth.config, auth.backends, auth.emit, user, f"{key_type} {key}", peer=peer_from_connection(connection)
-            )
+            from nxauth.core.authenticator import runtime_of
+
+            emit = runtime_of(auth).emit
+            peer = peer_from_connection(connection)
+            line = authorized_keys_line(auth.config, auth.backends, emit, user, f"{key_type} {key}", peer=peer)
         except NxauthError as exc:
             log.error("authorized-keys for %r: %s", user[:100], exc)
             return _status_of(exc), ""

@@ -194,10 +194,12 @@ def run_authorized_keys(
                 if callable(close):
                     close()
     else:  # a key source from a plugin: the full authenticator
-        from nxauth.core.authenticator import Authenticator
+        from nxauth.core.authenticator import Authenticator, runtime_of
 
         with Authenticator(config) as auth:
-            line = authorized_keys_line(config, auth.backends, auth.emit, user, f"{key_type} {key_text}", peer=peer)
+            line = authorized_keys_line(
+                config, auth.backends, runtime_of(auth).emit, user, f"{key_type} {key_text}", peer=peer
+            )
     if line is not None:
         write(line + "\n")
     return 0

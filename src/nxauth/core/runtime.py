@@ -1,0 +1,143 @@
+"""What a session, and nxauth's own integrations, need of an authenticator:
+the configuration, the clock, the built backends and stacks, the throttle,
+stage 1, the store, the thread pools, and the audit emitter.
+
+Internal.  An :class:`~nxauth.Authenticator` builds one and never hands it
+to host code: emitting audit events is nxauth's alone.  nxauth's own
+integrations reach it with :func:`nxauth.core.authenticator.runtime_of`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, final
+
+from nxauth.config import Config, Control
+from nxauth.core.stage1 import Stage1
+from nxauth.core.throttle import Throttle
+from nxauth.plugins.manager import call_each
+from nxauth.store.sqlite import SqliteStore
+from nxauth.usernames import normalize_username
+
+if TYPE_CHECKING:
+    import pluggy
+
+    from nxauth.model import AuthEvent
+    from nxauth.plugins.roles import Backend
+    from nxauth.store.protocol import Store
+
+__all__ = ["Plan", "PlannedStep", "Runtime"]
+
+log = logging.getLogger("nxauth")
+
+#: One stack entry bound to its backend: (instance name, control, method, timeout).
+PlannedStep = tuple[str, Control, Callable[[Any], Any], float | None]
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """The stacks, bound to their backends' methods once, not per login."""
+
+    auth: tuple[PlannedStep, ...]
+    account: tuple[PlannedStep, ...]
+    needs_timeouts: bool
+
+
+@final
+class Runtime:
+    """The long-lived parts one authenticator owns (see the module docstring)."""
+
+    __slots__ = (
+        "_executor",
+        "_lock",
+        "_pm",
+        "_store",
+        "_timeout_executor",
+        "backends",
+        "clock",
+        "config",
+        "plan",
+        "stage1",
+        "throttle",
+    )
+
+    def __init__(self, config: Config, clock: Callable[[], float], pm: pluggy.PluginManager) -> None:
+        self.config = config
+        self.clock = clock
+        self._pm = pm
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+        self._executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self._timeout_executor: concurrent.futures.ThreadPoolExecutor | None = None
+        self.throttle = Throttle(lambda: self.store, config.throttle, clock=clock)
+        self.backends: Mapping[str, Backend] = {}
+        self.plan = Plan((), (), needs_timeouts=False)
+        self.stage1 = Stage1(config, self.backends, self.emit, clock)
+
+    def bind(self, backends: Mapping[str, Backend], plan: Plan) -> None:
+        """Set the built backends and stacks (once, while the authenticator is built)."""
+        self.backends = backends
+        self.plan = plan
+        self.stage1 = Stage1(self.config, backends, self.emit, self.clock)
+
+    def emit(self, event: AuthEvent) -> bool:
+        """Hand ``event`` to every ``nxauth_auth_event`` implementation, each on
+        its own, in pluggy's order; False if any of them failed."""
+        failed = call_each(self._pm, "nxauth_auth_event", {"event": event})
+        for plugin, exc in failed:  # a failing sink never stops the others
+            log.error("audit sink %s failed: %s: %s", plugin, type(exc).__name__, exc)
+        return not failed
+
+    @property
+    def store(self) -> Store:
+        """The embedded store, opened on first use."""
+        store = self._store
+        if store is None:
+            with self._lock:
+                if self._store is None:
+                    self._store = SqliteStore(self.config.store_path)
+                store = self._store
+        return store
+
+    def executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The bounded pool that runs the synchronous core for ``login_async``."""
+        if self._executor is None:
+            with self._lock:
+                if self._executor is None:
+                    self._executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=self.config.session.workers, thread_name_prefix="nxauth"
+                    )
+        return self._executor
+
+    def timeout_executor(self) -> concurrent.futures.ThreadPoolExecutor:
+        """The pool that runs backend calls that have a timeout."""
+        if self._timeout_executor is None:
+            with self._lock:
+                if self._timeout_executor is None:
+                    self._timeout_executor = concurrent.futures.ThreadPoolExecutor(
+                        max_workers=self.config.session.workers * 2, thread_name_prefix="nxauth-backend"
+                    )
+        return self._timeout_executor
+
+    def timeout_of(self, name: str) -> float | None:
+        """The ``timeout`` of backend instance ``name`` (``None``: none configured)."""
+        declared = self.config.backends.get(name)
+        return declared.timeout if declared is not None else None
+
+    def canonical_username(self, username: object) -> str:
+        """The canonical form of ``username`` (raises :class:`nxauth.InvalidUsername`)."""
+        cfg = self.config.usernames
+        return normalize_username(username, case=cfg.case, max_length=cfg.max_length)
+
+    def close(self) -> None:
+        """Stop the pools (without waiting) and close the store."""
+        for pool in (self._executor, self._timeout_executor):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
+        if self._store is not None:
+            self._store.close()
