@@ -72,3 +72,21 @@ def test_attempt_conversation() -> None:
     with pytest.raises(ConversationUnavailable):
         bare.ask("Code: ")
     assert "pw" not in repr(attempt).replace("peer", "")
+
+
+def test_event_outcomes_and_methods_are_closed_vocabularies() -> None:
+    import json
+
+    from nxauth import AuthEvent, Method, Outcome, Peer, Reason
+
+    event = AuthEvent(stage=2, outcome="failed", reason=Reason.BAD_PASSWORD, method="password", username="a",
+                      peer=Peer("192.0.2.1", 1), session_id="s")  # fmt: skip
+    assert event.outcome is Outcome.FAILED and event.method is Method.PASSWORD
+    assert (
+        json.dumps({"outcome": event.outcome, "method": event.method}) == '{"outcome": "failed", "method": "password"}'
+    )
+    for field, value in (("outcome", "maybe"), ("method", "telepathy")):
+        kwargs = {"stage": 1, "outcome": "failed", "reason": Reason.UNKNOWN_KEY, "method": "publickey",
+                  "username": "nx", "peer": Peer("192.0.2.1", 1), "session_id": "s", field: value}  # fmt: skip
+        with pytest.raises(ValueError):
+            AuthEvent(**kwargs)  # type: ignore[arg-type]

@@ -4,6 +4,8 @@
 # the package's interface.  Everything not listed here is private.
 
 from nxauth._version import __version__ as __version__
+from nxauth.codes import Method as Method
+from nxauth.codes import Outcome as Outcome
 from nxauth.codes import Reason as Reason
 from nxauth.config import BackendConfig as BackendConfig
 from nxauth.config import Config as Config

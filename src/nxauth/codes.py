@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import enum
 
-__all__ = ["Reason"]
+__all__ = ["Method", "Outcome", "Reason"]
 
 
 class Reason(enum.Enum):
@@ -57,3 +57,32 @@ class Reason(enum.Enum):
     NO_DECISION = "no-decision"
     AUDIT_FAILED = "audit-failed"
     DENIED = "denied"
+
+
+class Outcome(enum.StrEnum):
+    """What an audit event records (the values are the audit trail's words)."""
+
+    __module__ = "nxauth"
+
+    ACCEPTED = "accepted"
+    """The stage succeeded."""
+    FAILED = "failed"
+    """A decision said no (a key source, a backend, the key policy)."""
+    REFUSED = "refused"
+    """Refused before any backend was asked: lockout, stage order, a closed
+    session, bad input, an ended connection."""
+
+
+class Method(enum.StrEnum):
+    """How the client tried (the values are the audit trail's words)."""
+
+    __module__ = "nxauth"
+
+    PUBLICKEY = "publickey"
+    """Stage 1: a key an SSH layer proved."""
+    SSHSIG = "sshsig"
+    """Stage 1: an SSHSIG signature over a challenge (no SSH layer)."""
+    PASSWORD = "password"
+    """Stage 2: a username and a password (and a backend's further questions)."""
+    SESSION = "session"
+    """About the session itself, not an attempt: closed by the integration (client gone, timeout, protocol error)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol, final
 
-from nxauth.codes import Reason
+from nxauth.codes import Method, Outcome, Reason
 from nxauth.errors import NxauthError, UsageError
 
 __all__ = [
@@ -221,7 +221,7 @@ class TransportGrant:
     key_type: str
     fingerprint: str
     source: str
-    method: str = "publickey"
+    method: Method = Method.PUBLICKEY
     comment: str = ""
     forced_command: str | None = None
     restrictions: frozenset[str] = frozenset()
@@ -255,9 +255,10 @@ class Identity:
 class AuthEvent:
     """One decision, as the audit trail records it.  Never holds a secret.
 
-    ``outcome`` is ``"accepted"``, ``"failed"`` or ``"refused"`` (refused:
-    decided before any backend was asked: lockout, stage order, closed
-    session, bad input).  ``username`` is the name the decision is about,
+    ``outcome`` is an :class:`Outcome` (refused: decided before any backend
+    was asked: lockout, stage order, closed session, bad input) and
+    ``method`` a :class:`Method`; both are closed sets, checked on
+    construction (their plain string values are accepted).  ``username`` is the name the decision is about,
     cut to 100 characters: the canonical form (``usernames`` settings
     applied) once the name could be normalized, the name as the client sent
     it otherwise (stage 1, an invalid name, a refusal before normalizing:
@@ -267,9 +268,9 @@ class AuthEvent:
     """
 
     stage: int
-    outcome: str
+    outcome: Outcome
     reason: Reason
-    method: str
+    method: Method
     username: str
     peer: Peer
     session_id: str
@@ -281,10 +282,17 @@ class AuthEvent:
 
     __module__ = "nxauth"
 
+    def __post_init__(self) -> None:
+        # closed vocabularies: a wrong word is an error, not a new kind of event
+        object.__setattr__(self, "outcome", Outcome(self.outcome))
+        object.__setattr__(self, "method", Method(self.method))
+        if not isinstance(self.reason, Reason):
+            raise UsageError("AuthEvent.reason must be a nxauth.Reason")
+
     @property
     def accepted(self) -> bool:
-        """Whether the event records a success (``outcome == "accepted"``)."""
-        return self.outcome == "accepted"
+        """Whether the event records a success (``outcome`` is :attr:`Outcome.ACCEPTED`)."""
+        return self.outcome is Outcome.ACCEPTED
 
 
 @final

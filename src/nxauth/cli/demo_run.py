@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
+from nxauth.codes import Outcome
 from nxauth.core.audit import format_event
 from nxauth.core.authenticator import Authenticator
 from nxauth.model import AuthEvent, Identity, Reason
@@ -360,7 +361,7 @@ def _judge(case: _Case) -> None:
         case.ok = case.status == 0 and case.authenticated and bool(greeting) and len(accepted2) == 1
         case.outcome = f"accepted; the session handler said: {greeting or '(nothing)'}"
     elif case.expect == "stage2":
-        reasons = [e.reason.value for e in stage2 if e.outcome == "failed"]
+        reasons = [e.reason.value for e in stage2 if e.outcome is Outcome.FAILED]
         expected = Reason.BAD_PASSWORD if case.username == "demo" else Reason.UNKNOWN_USER
         case.ok = (
             case.status != 0
@@ -371,7 +372,7 @@ def _judge(case: _Case) -> None:
         )
         case.outcome = f"denied at stage 2 ({case.denied_line or 'no denial line'}; audit: {', '.join(reasons)})"
     else:
-        reasons = [e.reason.value for e in case.events if e.stage == 1 and e.outcome == "failed"]
+        reasons = [e.reason.value for e in case.events if e.stage == 1 and e.outcome is Outcome.FAILED]
         case.ok = (
             case.status == 255
             and not case.asked_user

@@ -14,6 +14,7 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
+from nxauth.codes import Outcome
 from nxauth.model import AuthEvent
 from nxauth.plugins.hookspecs import hookimpl
 from nxauth.usernames import escape_for_log
@@ -32,7 +33,7 @@ def format_event(event: AuthEvent) -> str:
     Accepted password for alice from 198.51.100.7 port 52100 via passwords [session=3f2a]
     Failed password for invalid user bob from 198.51.100.7 port 52100 [reason=unknown-user session=3f2a]
     """
-    verb = {"accepted": "Accepted", "failed": "Failed"}.get(event.outcome, "Refused")
+    verb = {Outcome.ACCEPTED: "Accepted", Outcome.FAILED: "Failed"}.get(event.outcome, "Refused")
     who = escape_for_log(event.username) if event.username else '""'
     invalid = "invalid user " if event.invalid_user else ""
     line = f"{verb} {event.method} for {invalid}{who} from {event.peer.host} port {event.peer.port}"

@@ -20,8 +20,9 @@ from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
-from nxauth.core.stack import Outcome, Step, evaluate
-from nxauth.core.stage1 import Caller, Method
+from nxauth.codes import Method, Outcome
+from nxauth.core.stack import Step, StepOutcome, evaluate
+from nxauth.core.stage1 import Caller
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
 from nxauth.usernames import InvalidUsername
@@ -68,7 +69,9 @@ class SessionState(enum.Enum):
 class _Denied(Exception):
     """Internal: a stage-2 denial on its way to the public edge."""
 
-    def __init__(self, reason: Reason, *, outcome: str = "failed", backend: str | None = None, detail: str = ""):
+    def __init__(
+        self, reason: Reason, *, outcome: Outcome = Outcome.FAILED, backend: str | None = None, detail: str = ""
+    ):
         self.reason = reason
         self.outcome = outcome
         self.backend = backend
@@ -163,9 +166,9 @@ class Session:
             self._challenges.clear()
         self._emit(
             2 if state is SessionState.TRANSPORT_OK else 1,
-            "refused",
+            Outcome.REFUSED,
             reason,
-            "session",
+            Method.SESSION,
             grant.account if grant is not None else "",
             fingerprint=grant.fingerprint if grant is not None else None,
             detail=str(detail)[:300],
@@ -182,9 +185,9 @@ class Session:
     def _emit(
         self,
         stage: int,
-        outcome: str,
+        outcome: Outcome,
         reason: Reason,
-        method: str,
+        method: Method,
         username: str,
         *,
         backend: str | None = None,
@@ -212,10 +215,10 @@ class Session:
         self,
         stage: int,
         reason: Reason,
-        method: str,
+        method: Method,
         username: str,
         *,
-        outcome: str = "failed",
+        outcome: Outcome = Outcome.FAILED,
         count: bool = True,
         **extra: Any,
     ) -> NoReturn:
@@ -223,25 +226,27 @@ class Session:
         self._emit(stage, outcome, reason, method, username, **extra)
         self._deny(stage, reason, method, username, count=count)
 
-    def _deny(self, stage: int, reason: Reason, method: str, username: str, *, count: bool = True) -> NoReturn:
+    def _deny(self, stage: int, reason: Reason, method: Method, username: str, *, count: bool = True) -> NoReturn:
         """A denial already audited: count the attempt, close the session at the limit, raise."""
         if count:
             self._attempts += 1
             if self._attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
                 self._state = SessionState.CLOSED
                 self._challenges.clear()
-                self._emit(0, "refused", Reason.TOO_MANY_ATTEMPTS, method, username, detail="session closed")
+                self._emit(0, Outcome.REFUSED, Reason.TOO_MANY_ATTEMPTS, method, username, detail="session closed")
         raise AuthenticationFailed(stage, reason)
 
-    def _gate(self, stage: int, method: str, username: str) -> None:
+    def _gate(self, stage: int, method: Method, username: str) -> None:
         if self._state is SessionState.CLOSED:
-            self._fail(stage, Reason.SESSION_CLOSED, method, username, outcome="refused", count=False)
+            self._fail(stage, Reason.SESSION_CLOSED, method, username, outcome=Outcome.REFUSED, count=False)
         if self._state is SessionState.AUTHENTICATED:
-            self._fail(stage, Reason.ALREADY_AUTHENTICATED, method, username, outcome="refused", count=False)
+            self._fail(stage, Reason.ALREADY_AUTHENTICATED, method, username, outcome=Outcome.REFUSED, count=False)
         if stage == 1 and self._state is not SessionState.NEW:
-            self._fail(1, Reason.STAGE_ORDER, method, username, outcome="refused", detail="transport already granted")
+            self._fail(
+                1, Reason.STAGE_ORDER, method, username, outcome=Outcome.REFUSED, detail="transport already granted"
+            )
         if stage == 2 and self._state is not SessionState.TRANSPORT_OK:
-            self._fail(2, Reason.STAGE_ORDER, method, username, outcome="refused", detail="no transport grant")
+            self._fail(2, Reason.STAGE_ORDER, method, username, outcome=Outcome.REFUSED, detail="no transport grant")
 
     # ------------------------------------------------------------ stage 1
 
@@ -271,8 +276,8 @@ class Session:
             raise UsageError("account must be a str")
         caller = Caller.SESSION if can_verify_user else Caller.SESSION_WITHOUT_FLAGS
         with self._lock:
-            self._gate(1, "publickey", account)
-            return self._stage1(account, public_key, "publickey", caller, probe=probe)
+            self._gate(1, Method.PUBLICKEY, account)
+            return self._stage1(account, public_key, Method.PUBLICKEY, caller, probe=probe)
 
     def challenge(self) -> str:
         """A fresh nonce for :meth:`check_transport_signature`: single use,
@@ -280,7 +285,7 @@ class Session:
         The client signs it as is: ``ssh-keygen -Y sign -n nxauth``."""
         with self._lock:
             if self._state is not SessionState.NEW:
-                self._gate(1, "sshsig", "")
+                self._gate(1, Method.SSHSIG, "")
             now = self._auth.clock()
             self._challenges = {n: t for n, t in self._challenges.items() if t > now}
             while len(self._challenges) >= MAX_CHALLENGES:
@@ -301,20 +306,20 @@ class Session:
         from nxauth.keys.sshsig import parse_sshsig, verify_sshsig_detailed
 
         with self._lock:
-            self._gate(1, "sshsig", account)
+            self._gate(1, Method.SSHSIG, account)
             now = self._auth.clock()
             live = [nonce for nonce, expires in self._challenges.items() if expires > now]
             self._challenges.clear()
             try:
                 sig = parse_sshsig(signature)
             except KeyFormatError as exc:
-                self._fail(1, Reason.KEY_FORMAT, "sshsig", account, detail=exc.detail)
+                self._fail(1, Reason.KEY_FORMAT, Method.SSHSIG, account, detail=exc.detail)
             fingerprint = sig.public_key.fingerprint
             if sig.namespace != SSHSIG_NAMESPACE:
                 self._fail(
                     1,
                     Reason.CHALLENGE_INVALID,
-                    "sshsig",
+                    Method.SSHSIG,
                     account,
                     fingerprint=fingerprint,
                     detail=f"namespace {sig.namespace[:40]!r}",
@@ -323,7 +328,7 @@ class Session:
                 self._fail(
                     1,
                     Reason.CHALLENGE_INVALID,
-                    "sshsig",
+                    Method.SSHSIG,
                     account,
                     fingerprint=fingerprint,
                     detail="no live challenge (expired, replayed or never issued)",
@@ -331,9 +336,9 @@ class Session:
             checks = (verify_sshsig_detailed(sig, nonce.encode("ascii"), SSHSIG_NAMESPACE) for nonce in live)
             check = next((c for c in checks if c.valid), None)
             if check is None:
-                self._fail(1, Reason.BAD_SIGNATURE, "sshsig", account, fingerprint=fingerprint)
+                self._fail(1, Reason.BAD_SIGNATURE, Method.SSHSIG, account, fingerprint=fingerprint)
             # security keys: the policy judges the flags (touch, verification) against the entry's options
-            return self._stage1(account, sig.public_key, "sshsig", Caller.SESSION, signature_flags=check.flags)
+            return self._stage1(account, sig.public_key, Method.SSHSIG, Caller.SESSION, signature_flags=check.flags)
 
     def _stage1(
         self,
@@ -429,30 +434,30 @@ class Session:
         deadline: float | None,
     ) -> Identity:
         shown = raw_username if isinstance(raw_username, str) else repr(type(raw_username))
-        self._gate(2, "password", shown)
+        self._gate(2, Method.PASSWORD, shown)
         auth = self._auth
         cfg = auth.config
         try:
             username = auth.canonical_username(raw_username)
         except InvalidUsername as exc:
             self._record_failure(None)
-            self._fail(2, Reason.INVALID_USERNAME, "password", shown, invalid_user=True, detail=str(exc))
+            self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=str(exc))
         try:
             lockout, dirty = auth.throttle.check_state(username, self.peer)
         except StoreError as exc:
-            self._fail(2, Reason.BACKEND_ERROR, "password", username, detail=f"throttle: {exc}")
+            self._fail(2, Reason.BACKEND_ERROR, Method.PASSWORD, username, detail=f"throttle: {exc}")
         if lockout is not None:
             self._fail(
                 2,
                 Reason.LOCKED_OUT,
-                "password",
+                Method.PASSWORD,
                 username,
-                outcome="refused",
+                outcome=Outcome.REFUSED,
                 detail=f"{lockout.key} locked for {max(0.0, lockout.until - auth.clock()):.0f}s more",
             )
         try:
             if deadline is not None and time.monotonic() >= deadline:
-                raise _Denied(Reason.LOGIN_TIMEOUT, outcome="refused", detail="the login deadline had passed")
+                raise _Denied(Reason.LOGIN_TIMEOUT, outcome=Outcome.REFUSED, detail="the login deadline had passed")
             identity, messages = self._stage2(username, password, conversation)
             if deadline is not None and (late := time.monotonic() - deadline) >= 0:
                 raise _Denied(
@@ -466,7 +471,7 @@ class Session:
             self._fail(
                 2,
                 denied.reason,
-                "password",
+                Method.PASSWORD,
                 username,
                 outcome=denied.outcome,
                 count=denied.reason is not Reason.LOGIN_TIMEOUT,  # the host closes the session (abort)
@@ -475,10 +480,12 @@ class Session:
                 detail=denied.detail,
             )
         if (
-            not self._emit(2, "accepted", Reason.OK, "password", username, backend=identity.backend, detail=messages)
+            not self._emit(
+                2, Outcome.ACCEPTED, Reason.OK, Method.PASSWORD, username, backend=identity.backend, detail=messages
+            )
             and cfg.audit.required
         ):
-            self._fail(2, Reason.AUDIT_FAILED, "password", username, backend=identity.backend)
+            self._fail(2, Reason.AUDIT_FAILED, Method.PASSWORD, username, backend=identity.backend)
         try:
             auth.throttle.record_success(username, self.peer, dirty=dirty)
         except StoreError as exc:
@@ -504,13 +511,15 @@ class Session:
         auth = self._auth
         cfg = auth.config
         if password.is_empty():
-            raise _Denied(Reason.EMPTY_PASSWORD, outcome="refused")
+            raise _Denied(Reason.EMPTY_PASSWORD, outcome=Outcome.REFUSED)
         value = password.reveal()
         limit = cfg.session.max_password_bytes
         if len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit:
-            raise _Denied(Reason.INVALID_PASSWORD, outcome="refused", detail=f"password longer than {limit} bytes")
+            raise _Denied(
+                Reason.INVALID_PASSWORD, outcome=Outcome.REFUSED, detail=f"password longer than {limit} bytes"
+            )
         if "\x00" in value:
-            raise _Denied(Reason.INVALID_PASSWORD, outcome="refused", detail="NUL in password")
+            raise _Denied(Reason.INVALID_PASSWORD, outcome=Outcome.REFUSED, detail="NUL in password")
         del value
         attempt = Attempt(
             username,
@@ -558,7 +567,7 @@ def _canonical(auth: Runtime, name: str) -> str | None:
         return None
 
 
-def _merge(outcomes: Iterable[Outcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
+def _merge(outcomes: Iterable[StepOutcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
     groups: set[str] = set()
     attributes: dict[str, Any] = {}
     for outcome in outcomes:

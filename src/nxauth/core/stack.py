@@ -24,7 +24,7 @@ from typing import Any, final
 from nxauth.config import Control
 from nxauth.model import ConversationFailed, ConversationUnavailable, Decision, Reason, Verdict
 
-__all__ = ["Outcome", "StackResult", "Step", "evaluate", "run_step"]
+__all__ = ["StepOutcome", "StackResult", "Step", "evaluate", "run_step"]
 
 log = logging.getLogger("nxauth.stack")
 
@@ -42,7 +42,7 @@ class Step:
 
 @final
 @dataclass(frozen=True, slots=True)
-class Outcome:
+class StepOutcome:
     """What one entry said, as recorded in the trail."""
 
     name: str
@@ -57,8 +57,8 @@ class StackResult:
 
     verdict: Verdict
     decided_by: str | None
-    allowed_by: tuple[Outcome, ...]
-    trail: tuple[Outcome, ...]
+    allowed_by: tuple[StepOutcome, ...]
+    trail: tuple[StepOutcome, ...]
 
     @property
     def allowed(self) -> bool:
@@ -98,13 +98,13 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
 
 def evaluate(steps: Sequence[Step], executor: concurrent.futures.Executor | None = None) -> StackResult:
     """Run the steps in order and apply the control flags."""
-    trail: list[Outcome] = []
-    allows: list[Outcome] = []
-    failure: Outcome | None = None  # first failure of a required/requisite entry
-    ignored: Outcome | None = None  # first ignored failure, for a more precise reason
+    trail: list[StepOutcome] = []
+    allows: list[StepOutcome] = []
+    failure: StepOutcome | None = None  # first failure of a required/requisite entry
+    ignored: StepOutcome | None = None  # first ignored failure, for a more precise reason
     for step in steps:
         verdict = run_step(step, executor)
-        outcome = Outcome(step.name, step.control, verdict)
+        outcome = StepOutcome(step.name, step.control, verdict)
         trail.append(outcome)
         decision = verdict.decision
         if decision is Decision.ABSTAIN:
@@ -130,10 +130,10 @@ def evaluate(steps: Sequence[Step], executor: concurrent.futures.Executor | None
 
 
 def _finish(
-    trail: list[Outcome],
-    allows: list[Outcome],
-    failure: Outcome | None,
-    ignored: Outcome | None,
+    trail: list[StepOutcome],
+    allows: list[StepOutcome],
+    failure: StepOutcome | None,
+    ignored: StepOutcome | None,
     *,
     decided_by: str | None,
 ) -> StackResult:

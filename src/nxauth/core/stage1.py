@@ -25,8 +25,9 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, final
+from typing import TYPE_CHECKING, final
 
+from nxauth.codes import Method, Outcome
 from nxauth.errors import KeyFormatError
 from nxauth.keys.formats import PublicKey, coerce_public_key
 from nxauth.keys.policy import KeyPolicy, evaluate_key, lookup_blob
@@ -49,8 +50,6 @@ log = logging.getLogger("nxauth")
 
 #: The audit trail: hands an event to every sink, False when one of them failed.
 Emit = Callable[[AuthEvent], bool]
-#: How the client proved its key: an SSH layer's public-key authentication, or an SSHSIG signature.
-Method = Literal["publickey", "sshsig"]
 
 
 class Caller(enum.Enum):
@@ -131,7 +130,7 @@ def transport_event(decision: TransportDecision, *, session_id: str, time: float
         detail = f"{label}: {detail}" if detail else label
     return AuthEvent(
         stage=1,
-        outcome="accepted" if decision.grant is not None else "failed",
+        outcome=Outcome.ACCEPTED if decision.grant is not None else Outcome.FAILED,
         reason=decision.reason,
         method=decision.method,
         username=decision.account[:100],
@@ -187,7 +186,7 @@ class Stage1:
         session_id: str,
         peer: Peer = UNKNOWN_PEER,
         caller: Caller = Caller.SESSION,
-        method: Method = "publickey",
+        method: Method = Method.PUBLICKEY,
         signature_flags: int | None = None,
     ) -> TransportDecision:
         """:meth:`decide`, then :meth:`record`: the decision as audited."""
@@ -201,7 +200,7 @@ class Stage1:
         *,
         peer: Peer = UNKNOWN_PEER,
         caller: Caller = Caller.SESSION,
-        method: Method = "publickey",
+        method: Method = Method.PUBLICKEY,
         signature_flags: int | None = None,
     ) -> TransportDecision:
         """The decision, audited by nobody yet.
