@@ -34,12 +34,12 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nxauth
-from conftest import ListKeySource, TransportKey
 from nxauth.integrations.asyncssh import ensure_host_key, start_server
 from nxauth.testing import MemoryBackend
+from tests.support.keys import ListKeySource, TransportKey
 
 T = TypeVar("T")
 PASSWORD = "bench password 1"

@@ -35,14 +35,14 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "src"))
 
 import ldap3  # noqa: E402
 
 import nxauth  # noqa: E402
 from nxauth import Attempt, Secret  # noqa: E402
-from servers.slapd import (  # noqa: E402
+from tests.support.slapd import (  # noqa: E402
     PEOPLE,
     SERVICE_DN,
     SERVICE_PASSWORD,

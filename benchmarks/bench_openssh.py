@@ -46,9 +46,9 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from servers.sshd import (
+from tests.support.sshd import (
     KeyDaemon,
     Sshd,
     account_cannot_run,

@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nxauth
 
@@ -45,7 +45,7 @@ def measure(
 ) -> tuple[float, float]:
     import pam as python_pam
 
-    from conftest import ListKeySource, TransportKey
+    from tests.support.keys import ListKeySource, TransportKey
 
     key = TransportKey()
     auth = nxauth.Authenticator(
@@ -106,7 +106,7 @@ def main() -> int:
     parser.add_argument("--unix-logins", type=int, default=150, help="pam_unix logins per side (root only)")
     args = parser.parse_args()
 
-    from servers.pam import (
+    from tests.support.pam import (
         PamWrapper,
         Services,
         missing_pam_unix,

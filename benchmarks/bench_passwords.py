@@ -35,7 +35,7 @@ import threading
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nxauth
 from nxauth.backends.hashing import DEFAULT_MEMORY_COST, DEFAULT_TIME_COST
@@ -73,7 +73,7 @@ class Bench:
     """An authenticator over a fresh state directory holding ``count`` users."""
 
     def __init__(self, root: Path, count: int, options: dict[str, int], key_line: str) -> None:
-        from conftest import ListKeySource
+        from tests.support.keys import ListKeySource
 
         self.key_line = key_line
         self.auth = nxauth.Authenticator(
@@ -146,7 +146,7 @@ def main() -> int:
     parser.add_argument("--memory-cost", type=int, default=DEFAULT_MEMORY_COST, help="KiB")
     args = parser.parse_args()
 
-    from conftest import TransportKey
+    from tests.support.keys import TransportKey
 
     audit = logging.getLogger("nxauth.audit")
     audit.addHandler(logging.StreamHandler(io.StringIO()))

@@ -21,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import nxauth
 from nxauth.testing import MemoryBackend, make_identity
@@ -35,7 +35,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
 
-    from conftest import ListKeySource, TransportKey
+    from tests.support.keys import ListKeySource, TransportKey
 
     audit = logging.getLogger("nxauth.audit")
     audit.setLevel(logging.INFO)
