@@ -17,6 +17,7 @@ from nxauth.config import parse_config as parse_config
 from nxauth.core.authenticator import Authenticator as Authenticator
 from nxauth.core.session import Session as Session
 from nxauth.core.session import SessionState as SessionState
+from nxauth.details import is_detail_word as is_detail_word
 from nxauth.errors import AuthenticationFailed as AuthenticationFailed
 from nxauth.errors import BackendError as BackendError
 from nxauth.errors import ConfigError as ConfigError

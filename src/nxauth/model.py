@@ -105,13 +105,17 @@ class Verdict:
 
     ``username`` lets an auth backend report the name it ended with (PAM may
     rewrite ``PAM_USER``); ``groups`` and ``attributes`` flow into the
-    :class:`Identity`; ``detail`` is free text for the audit trail (never a
-    secret).
+    :class:`Identity`.  ``detail`` is one of the detail words the backend
+    declared in its ``audit_details`` (see :mod:`nxauth.details`): only a
+    declared word reaches the audit trail; any other text is replaced by
+    ``undeclared-detail`` and dropped, so a server's message or an
+    exception's text can never carry a secret there.  It is left out of
+    ``repr``.
     """
 
     decision: Decision
     reason: Reason = Reason.OK
-    detail: str = ""
+    detail: str = field(default="", repr=False)
     username: str | None = None
     groups: frozenset[str] = frozenset()
     attributes: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
@@ -381,7 +385,9 @@ class Attempt:
         return self._conversation is not None
 
     def info(self, message: str) -> None:
-        """Record a message (PAM info/error text) for the audit trail."""
+        """Record a message (PAM info/error text).  The audit trail records
+        how many there were (``backend-messages=N``), never their text: a
+        backend's message may hold what the client typed."""
         self.messages.append(message)
 
     def __repr__(self) -> str:

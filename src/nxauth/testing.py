@@ -111,10 +111,12 @@ class MemoryBackend:
         self._users = {name: Secret(password) for name, password in users.items()}
         self._groups = {name: frozenset(g) for name, g in (groups or {}).items()}
 
+    audit_details = frozenset({"unknown-user"})
+
     def authenticate(self, attempt: Attempt) -> Verdict:
         expected = self._users.get(attempt.username)
         if expected is None:
-            return Verdict.abstain("unknown to the memory backend")
+            return Verdict.abstain("unknown-user")
         if not hmac.compare_digest(expected.reveal_bytes(), attempt.password.reveal_bytes()):
             return Verdict.deny(Reason.BAD_PASSWORD)
         return Verdict.allow(groups=self._groups.get(attempt.username, frozenset()))

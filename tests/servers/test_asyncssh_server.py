@@ -366,7 +366,7 @@ def test_no_channel_after_stage_1_is_cut_at_the_login_timeout(embedded: Callable
     assert time.monotonic() - started < 10
     refused = [e for e in srv.sink.events if e.outcome == "refused"]
     assert [(e.stage, e.reason.value) for e in refused] == [(2, "login-timeout")]
-    assert "no session channel" in refused[0].detail
+    assert refused[0].detail == "no-session-channel"
 
 
 @needs_ssh
@@ -469,9 +469,7 @@ def test_pty_mode_ctrl_c_ends_the_exchange(embedded: Callable[..., Running]) -> 
     result = srv.ssh(options=("-tt",), input="ali\x03")
     assert result.returncode == 1 and not srv.identities
     refused = [e for e in srv.sink.events if e.outcome == "refused"]
-    assert [(e.reason.value, e.detail) for e in refused] == [
-        ("client-gone", "client closed the channel (interrupted (^C))")
-    ]
+    assert [(e.reason.value, e.detail) for e in refused] == [("client-gone", "client-closed-channel")]
 
 
 class OneTimeCode:
@@ -589,9 +587,7 @@ def test_client_gone_after_stage_1_is_audited(embedded: Callable[..., Running]) 
     client.communicate(timeout=10)
     srv.settle()
     refused = [e for e in srv.sink.events if e.outcome == "refused"]
-    assert [(e.stage, e.reason.value, e.detail) for e in refused] == [
-        (2, "client-gone", "connection closed before stage 2")
-    ]
+    assert [(e.stage, e.reason.value, e.detail) for e in refused] == [(2, "client-gone", "closed-before-stage-2")]
 
 
 # ---------------------------------------------------------------- asyncssh's client

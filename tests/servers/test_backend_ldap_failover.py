@@ -195,14 +195,17 @@ def test_a_dead_server_is_retried_after_the_delay(pair: tuple[Slapd, Slapd], bac
     assert backend.check_account(make_identity("alice")).allowed
 
 
-def test_every_server_down_is_a_backend_error(pair: tuple[Slapd, Slapd], backends: list[Any]) -> None:
+def test_every_server_down_is_a_backend_error(
+    pair: tuple[Slapd, Slapd], backends: list[Any], caplog: pytest.LogCaptureFixture
+) -> None:
     first, second = pair
     backend = make(backends, uri=[first.ldap_uri, second.ldap_uri], insecure=True, **SEARCH)
     first.stop()
     second.stop()
     verdict, elapsed = login(backend)
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.BACKEND_ERROR)
-    assert "no ldap server available" in verdict.detail
+    assert verdict.detail == "ldap-error"
+    assert "no ldap server available" in caplog.text
     assert elapsed < 1
 
 

@@ -241,11 +241,11 @@ def test_right_password_identity_through_nss(matrix: PamWrapper, names: list[str
 @pytest.mark.parametrize(
     ("service", "user", "password", "options", "reason", "detail"),
     [
-        pytest.param(Services.MATRIX, 0, "wrong", {}, Reason.BAD_PASSWORD, "pam_authenticate: ", id="wrong-password"),
-        pytest.param(Services.MATRIX, 1, 0, {}, Reason.BAD_PASSWORD, "(7)", id="other-users-password"),
-        pytest.param(Services.MATRIX, GHOST, GHOST, {}, Reason.UNKNOWN_USER, "not found through NSS", id="not-in-nss"),
-        pytest.param(Services.DENY, 0, 0, {}, Reason.BAD_PASSWORD, "pam_authenticate", id="pam-deny"),
-        pytest.param(Services.ACCESS, 0, 0, {}, Reason.RESTRICTED, "pam_acct_mgmt: Permission denied", id="access"),
+        pytest.param(Services.MATRIX, 0, "wrong", {}, Reason.BAD_PASSWORD, "authenticate=7", id="wrong-password"),
+        pytest.param(Services.MATRIX, 1, 0, {}, Reason.BAD_PASSWORD, "authenticate=7", id="other-users-password"),
+        pytest.param(Services.MATRIX, GHOST, GHOST, {}, Reason.UNKNOWN_USER, "pam-user-not-in-nss", id="not-in-nss"),
+        pytest.param(Services.DENY, 0, 0, {}, Reason.BAD_PASSWORD, "authenticate=", id="pam-deny"),
+        pytest.param(Services.ACCESS, 0, 0, {}, Reason.RESTRICTED, "acct-mgmt=6", id="access"),
     ],
 )
 def test_denials(
@@ -392,7 +392,7 @@ def test_access_denial_end_to_end(
     with pytest.raises(AuthenticationFailed) as info:
         stage1(auth, OUTSIDE).login(names[0], password_of(names[0]))
     assert info.value.reason is Reason.RESTRICTED
-    assert sink.events[-1].backend == "pam" and "pam_acct_mgmt" in sink.events[-1].detail
+    assert sink.events[-1].backend == "pam" and "acct-mgmt=" in sink.events[-1].detail
     identity = stage1(auth, INSIDE).login(names[0], password_of(names[0]))
     assert identity.username == names[0] and identity.backend == "pam"
     assert identity.attributes["uid"] == pwd.getpwnam(names[0]).pw_uid
@@ -418,12 +418,14 @@ def test_wrong_code_denies(matrix: PamWrapper, names: list[str]) -> None:
 @pytest.mark.parametrize(
     ("conversation", "options", "reason", "detail"),
     [
-        pytest.param(None, {}, Reason.CONVERSATION_UNAVAILABLE, "no conversation is available", id="none"),
-        pytest.param(Recorder(), {}, Reason.CONVERSATION_FAILED, "raised ConversationFailed", id="raises"),
-        pytest.param(Recorder("12\x0034"), {}, Reason.CONVERSATION_FAILED, "NUL", id="nul"),
-        pytest.param(Recorder("\u20ac"), {"encoding": "latin-1"}, Reason.CONVERSATION_FAILED, "encoded", id="enc"),
-        pytest.param(Recorder("9" * (1 << 20)), {}, Reason.CONVERSATION_FAILED, "longer than", id="1MiB"),
-        pytest.param(Recorder(b"x"), {}, Reason.CONVERSATION_FAILED, "raised ConversationFailed", id="not-str"),
+        pytest.param(None, {}, Reason.CONVERSATION_UNAVAILABLE, "no-conversation", id="none"),
+        pytest.param(Recorder(), {}, Reason.CONVERSATION_FAILED, "conversation-raised", id="raises"),
+        pytest.param(Recorder("12\x0034"), {}, Reason.CONVERSATION_FAILED, "nul-in-answer", id="nul"),
+        pytest.param(
+            Recorder("\u20ac"), {"encoding": "latin-1"}, Reason.CONVERSATION_FAILED, "answer-not-encodable", id="enc"
+        ),
+        pytest.param(Recorder("9" * (1 << 20)), {}, Reason.CONVERSATION_FAILED, "answer-too-long", id="1MiB"),
+        pytest.param(Recorder(b"x"), {}, Reason.CONVERSATION_FAILED, "conversation-raised", id="not-str"),
     ],
 )
 def test_conversation_failures(
@@ -471,7 +473,8 @@ def test_messages_reach_the_audit_trail(
     with pytest.raises(AuthenticationFailed) as info:
         stage1(build(Services.CHATTY)).login(names[0], "wrong")
     assert info.value.reason is Reason.BAD_PASSWORD
-    assert "msg: pam error: Authentication generated an error" in sink.events[-1].detail
+    # the module's messages are counted, their text is not kept (it is the module's free text)
+    assert sink.events[-1].detail == "authenticate=7 backend-messages=6"
 
 
 # ------------------------------------------------------------ canonical name
@@ -494,7 +497,7 @@ def test_rewritten_user_is_a_name_mismatch(
     pam_user_env(names[3].encode())
     verdict = make(matrix, Services.RENAME).authenticate(attempt(names[0], password_of(names[0])))
     assert verdict.reason is Reason.NAME_MISMATCH
-    assert verdict.detail == f"PAM ended with user {names[3]!r}, not {names[0]!r}"
+    assert verdict.detail == "pam-user-changed"
 
 
 def test_rewrite_to_same_canonical_name(
@@ -515,7 +518,7 @@ def test_rewrite_to_undecodable_bytes(
 ) -> None:
     pam_user_env(b"\xff\xfeuser")
     verdict = make(matrix, Services.RENAME, account=False).authenticate(attempt(names[0], password_of(names[0])))
-    assert verdict.reason is Reason.NAME_MISMATCH and "not utf-8" in verdict.detail
+    assert verdict.reason is Reason.NAME_MISMATCH and verdict.detail == "pam-user-not-encodable"
 
 
 def test_name_mismatch_end_to_end(
@@ -532,7 +535,7 @@ def test_name_mismatch_end_to_end(
         session.login(names[0].upper(), password_of(names[0]))
     assert info.value.reason is Reason.NAME_MISMATCH
     assert sink.events[-1].username == names[0]  # the canonical name the throttle used
-    assert names[3] in sink.events[-1].detail
+    assert sink.events[-1].detail == "pam-user-changed"
 
 
 # ------------------------------------------------------------ bad input
@@ -584,7 +587,7 @@ def test_pam_start_failure_is_a_backend_error(pam_wrapper: PamWrapper, caplog: p
     backend = make(pam_wrapper)
     backend._lib = BrokenPam()  # type: ignore[assignment]
     for verdict in (backend.authenticate(attempt("daemon", "x")), backend.check_account(make_identity("daemon"))):
-        assert (verdict.reason, verdict.detail) == (Reason.BACKEND_ERROR, "pam_start failed: System error (4)")
+        assert (verdict.reason, verdict.detail) == (Reason.BACKEND_ERROR, "pam-start-failed")
     assert "PAM service nxauth-matrix: pam_start failed" in caplog.text
 
 
@@ -700,7 +703,7 @@ def test_pam_unix_end_to_end(
     with pytest.raises(AuthenticationFailed) as info:
         stage1(auth).login(name, password)
     assert info.value.reason is Reason.PASSWORD_EXPIRED
-    assert "You are required to change your password" in sink.events[-1].detail
+    assert sink.events[-1].detail.startswith("acct-mgmt=12")  # PAM_NEW_AUTHTOK_REQD
 
 
 @root_only()

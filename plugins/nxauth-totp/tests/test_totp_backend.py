@@ -18,6 +18,7 @@ from nxauth.testing import AuthBackendContract, make_attempt
 
 from conftest import Answering, Clock, MakeAuth, answering, code_for, enroll
 from nxauth_totp import TotpBackend, TotpStore, TotpStoreError
+from nxauth_totp.backend import offset_word
 
 # ------------------------------------------------------------ the contract
 
@@ -78,7 +79,7 @@ def test_right_code_is_accepted(backend: TotpBackend) -> None:
     verdict = backend.authenticate(attempt)
     assert verdict.decision is Decision.ALLOW
     assert prompts == [("Verification code: ", False)]
-    assert "offset +0" in verdict.detail
+    assert verdict.detail == "code-offset=0"
 
 
 def test_wrong_code_is_denied(backend: TotpBackend) -> None:
@@ -87,7 +88,7 @@ def test_wrong_code_is_denied(backend: TotpBackend) -> None:
     wrong = f"{(int(right) + 1) % 1_000_000:06d}"
     verdict = backend.authenticate(answering("alice", wrong))
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.BAD_PASSWORD)
-    assert verdict.detail == "wrong one-time code"
+    assert verdict.detail == "wrong-code"
 
 
 def test_replay_of_the_same_code_is_refused(backend: TotpBackend, clock: Clock) -> None:
@@ -97,7 +98,7 @@ def test_replay_of_the_same_code_is_refused(backend: TotpBackend, clock: Clock) 
     clock.advance(5)  # same step, a few seconds later
     verdict = backend.authenticate(answering("alice", code))
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.BAD_PASSWORD)
-    assert "replayed" in verdict.detail
+    assert verdict.detail.startswith("code-replayed")
     assert code not in verdict.detail
 
 
@@ -106,7 +107,7 @@ def test_a_code_older_than_the_last_accepted_one_is_refused(backend: TotpBackend
     previous = code_for(backend, secret, -1)
     assert backend.authenticate(answering("alice", code_for(backend, secret))).allowed
     verdict = backend.authenticate(answering("alice", previous))  # still in the window, but before the used step
-    assert verdict.reason is Reason.BAD_PASSWORD and "replayed" in verdict.detail
+    assert verdict.reason is Reason.BAD_PASSWORD and verdict.detail.startswith("code-replayed")
 
 
 def test_the_next_step_after_a_login_is_accepted(backend: TotpBackend, clock: Clock) -> None:
@@ -138,9 +139,9 @@ def test_window(make_backend: Callable[..., TotpBackend], window: int, offset: i
     verdict = backend.authenticate(answering("alice", code_for(backend, secret, offset)))
     assert verdict.allowed is allowed
     if allowed:
-        assert f"offset {offset:+d}" in verdict.detail
+        assert verdict.detail == offset_word(offset)
     else:
-        assert (verdict.reason, verdict.detail) == (Reason.BAD_PASSWORD, "wrong one-time code")
+        assert (verdict.reason, verdict.detail) == (Reason.BAD_PASSWORD, "wrong-code")
 
 
 def test_the_clock_of_the_authenticator_decides(backend: TotpBackend, clock: Clock) -> None:
@@ -193,7 +194,7 @@ def test_malformed_codes_are_denied_without_exception(backend: TotpBackend, answ
     enroll(backend, "alice")
     verdict = backend.authenticate(answering("alice", answer))
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.INVALID_PASSWORD)
-    assert verdict.detail == "the one-time code is not 6 digits"
+    assert verdict.detail == "code-not-digits"
 
 
 def test_surrounding_white_space_is_ignored(backend: TotpBackend) -> None:
@@ -237,7 +238,7 @@ def test_custom_prompt(make_backend: Callable[..., TotpBackend]) -> None:
 def test_unenrolled_user_is_denied(backend: TotpBackend) -> None:
     verdict = backend.authenticate(answering("mallory", "123456"))
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.UNKNOWN_USER)
-    assert verdict.detail == "not enrolled for one-time codes"
+    assert verdict.detail == "not-enrolled"
 
 
 def test_unenrolled_user_costs_the_same_comparisons(backend: TotpBackend, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -289,29 +290,33 @@ def test_concurrent_logins_with_one_code_accept_exactly_one(backend: TotpBackend
     for thread in threads:
         thread.join()
     assert sum(v.allowed for v in verdicts) == 1
-    assert all("replayed" in v.detail for v in verdicts if not v.allowed)
+    assert all(v.detail.startswith("code-replayed") for v in verdicts if not v.allowed)
 
 
 # ------------------------------------------------------------ failing closed
 
 
-def test_unusable_database_denies_as_backend_error(make_backend: Callable[..., TotpBackend], tmp_path: Path) -> None:
+def test_unusable_database_denies_as_backend_error(
+    make_backend: Callable[..., TotpBackend], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     directory = tmp_path / "a-directory"
     directory.mkdir()
     backend = make_backend(database=str(directory))
     verdict = backend.authenticate(answering("alice", "123456"))
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.BACKEND_ERROR)
-    assert "not a regular file" in verdict.detail
+    assert verdict.detail == "enrolment-database-failed"
+    assert "not a regular file" in caplog.text
 
 
-def test_loose_permissions_deny_as_backend_error(backend: TotpBackend) -> None:
+def test_loose_permissions_deny_as_backend_error(backend: TotpBackend, caplog: pytest.LogCaptureFixture) -> None:
     secret = enroll(backend, "alice")
     backend.store.close()
     backend.settings.database.chmod(0o644)
     fresh = TotpBackend(TotpStore(backend.settings.database), backend.settings, clock=backend.clock)
     verdict = fresh.authenticate(answering("alice", code_for(backend, secret)))
     assert (verdict.decision, verdict.reason) == (Decision.DENY, Reason.BACKEND_ERROR)
-    assert "chmod 600" in verdict.detail
+    assert verdict.detail == "enrolment-database-failed"
+    assert "chmod 600" in caplog.text
     with pytest.raises(TotpStoreError):
         fresh.store.lookup("alice")
 

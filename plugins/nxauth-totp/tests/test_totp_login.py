@@ -172,7 +172,7 @@ def test_wrong_code_fails(
     wrong = f"{(int(server.app.at(clock())) + 1) % 1_000_000:06d}"
     assert reason_of(lambda: session.login("alice", PASSWORD, conversation=lambda p, e: wrong)) is Reason.BAD_PASSWORD
     event = sink.events[-1]
-    assert (event.backend, event.detail) == ("totp", "wrong one-time code")
+    assert (event.backend, event.detail) == ("totp", "wrong-code")
     assert not session.authenticated
 
 
@@ -225,7 +225,7 @@ def test_unenrolled_user_cannot_log_in_with_the_password_alone(
     reason = reason_of(lambda: session.login("bob", PASSWORD, conversation=conversation))
     assert reason is Reason.UNKNOWN_USER
     assert conversation.prompts == ["Verification code: "]  # asked all the same: the question does not reveal enrolment
-    assert (sink.events[-1].backend, sink.events[-1].detail) == ("totp", "not enrolled for one-time codes")
+    assert (sink.events[-1].backend, sink.events[-1].detail) == ("totp", "not-enrolled")
 
 
 def test_a_sufficient_password_skips_the_code(make_auth: Callable[..., nxauth.Authenticator], server: Server) -> None:

@@ -203,23 +203,20 @@ class PasswordHasher:
             raise PasswordRefused(problem)
         try:
             scheme = self.check_hash(stored)
-        except UnsupportedHash as exc:
+        except UnsupportedHash:
             self.dummy_verify(password)
-            return HashCheck(False, detail=f"stored hash unusable: {exc}")
+            return HashCheck(False, detail="stored-hash-unusable")
         value = password.reveal()
         if scheme == "bcrypt" and len(value.encode("utf-8")) > BCRYPT_MAX_BYTES:
             # bcrypt would compare the first 72 bytes only: refuse, never truncate.
             self.dummy_verify(password)
-            return HashCheck(
-                False,
-                detail=f"password longer than bcrypt's {BCRYPT_MAX_BYTES}-byte limit; refused rather than "
-                "truncated (set a new password: new hashes are argon2id)",
-            )
+            # (set a new password: new hashes are argon2id)
+            return HashCheck(False, detail="bcrypt-password-too-long")
         try:
             matched, new_hash = self._context.verify_and_update(value, stored)
-        except ValueError as exc:  # a hash that parsed but that the backend rejects
+        except ValueError:  # a hash that parsed but that the backend rejects
             self.dummy_verify(password)
-            return HashCheck(False, detail=f"stored hash unusable: {type(exc).__name__}")
+            return HashCheck(False, detail="stored-hash-unusable")
         return HashCheck(bool(matched), str(new_hash) if matched and new_hash else None)
 
     def dummy_verify(self, password: Secret) -> None:

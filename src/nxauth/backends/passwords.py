@@ -67,6 +67,19 @@ class PasswordsBackend:
     def __repr__(self) -> str:
         return f"PasswordsBackend(name={self.name!r}, {self.hasher!r})"
 
+    #: the detail words of its verdicts (see :mod:`nxauth.details`)
+    audit_details = frozenset(
+        {
+            "password-refused",
+            "not-in-password-database",
+            "no-nxauth-password",
+            "disabled-password-matched",
+            "disabled-password-wrong",
+            "stored-hash-unusable",
+            "bcrypt-password-too-long",
+        }
+    )
+
     def authenticate(self, attempt: Attempt) -> Verdict:
         """Allow the right password of an enabled user; deny everything else
         (see the module's table).  Raises only when the store fails, which
@@ -74,18 +87,18 @@ class PasswordsBackend:
         password = attempt.password
         problem = password_refusal(password)
         if problem is not None:
-            return Verdict.deny(Reason.INVALID_PASSWORD, problem)
+            return Verdict.deny(Reason.INVALID_PASSWORD, "password-refused")
         record = self.users.get(attempt.username)
         if record is None or record.password_hash is None:
             self.hasher.dummy_verify(password)
             return Verdict.deny(
                 Reason.UNKNOWN_USER,
-                "not in the password database" if record is None else "listed without an nxauth password",
+                "not-in-password-database" if record is None else "no-nxauth-password",
             )
         check = self.hasher.verify(password, record.password_hash)
         if not record.enabled:
             return Verdict.deny(
-                Reason.DISABLED, "account disabled (the password " + ("matched)" if check.matched else "did not match)")
+                Reason.DISABLED, "disabled-password-matched" if check.matched else "disabled-password-wrong"
             )
         if not check.matched:
             return Verdict.deny(Reason.BAD_PASSWORD, check.detail)

@@ -35,7 +35,7 @@ from nxauth.errors import PluginError
 from nxauth.model import Identity, Reason, Verdict
 from nxauth.plugins.hookspecs import hookimpl
 from nxauth.plugins.registry import BackendContext, BackendRegistry
-from nxauth.usernames import InvalidUsername, escape_for_log, normalize_username
+from nxauth.usernames import InvalidUsername, normalize_username
 
 __all__ = ["SystemAccountBackend", "nxauth_register_backends"]
 
@@ -77,24 +77,27 @@ class SystemAccountBackend:
     def _shell_refused(self, shell: str) -> bool:
         return shell in self.refuse_shells or os.path.basename(shell) in self.refuse_shells
 
+    #: the detail words of its verdicts (see :mod:`nxauth.details`)
+    audit_details = frozenset({"no-system-account", "nss-returned-another-name", "uid-below-min-uid", "shell-refused"})
+
     def check_account(self, identity: Identity) -> Verdict:
         """Allow a user with an acceptable system account (see the module's table)."""
         try:
             entry = self._getpwnam(identity.username)
         except KeyError:
-            return Verdict.deny(Reason.UNKNOWN_USER, "no system account")
+            return Verdict.deny(Reason.UNKNOWN_USER, "no-system-account")
         try:
             system_name = normalize_username(entry.pw_name, case=self.case)
         except InvalidUsername:
             system_name = None
         if system_name != identity.username:
-            return Verdict.deny(Reason.NAME_MISMATCH, f"NSS returned the account {escape_for_log(str(entry.pw_name))}")
+            return Verdict.deny(Reason.NAME_MISMATCH, "nss-returned-another-name")
         uid = int(entry.pw_uid)
         if uid < self.min_uid:
-            return Verdict.deny(Reason.RESTRICTED, f"uid {uid} is below min_uid {self.min_uid}")
+            return Verdict.deny(Reason.RESTRICTED, "uid-below-min-uid")
         shell = str(entry.pw_shell) or DEFAULT_SHELL
         if self._shell_refused(shell):
-            return Verdict.deny(Reason.RESTRICTED, f"shell {escape_for_log(shell)} is refused")
+            return Verdict.deny(Reason.RESTRICTED, "shell-refused")
         return Verdict.allow(
             attributes={"uid": uid, "gid": int(entry.pw_gid), "home": str(entry.pw_dir), "shell": shell}
         )

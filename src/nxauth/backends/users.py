@@ -38,13 +38,16 @@ class UsersBackend:
     def __repr__(self) -> str:
         return f"UsersBackend(name={self.name!r})"
 
+    #: the detail words of its verdicts (see :mod:`nxauth.details`)
+    audit_details = frozenset({"not-in-user-database", "disabled-in-user-database"})
+
     def check_account(self, identity: Identity) -> Verdict:
         """Allow a listed, enabled user; deny anyone else."""
         record = self.users.get(identity.username)
         if record is None:
-            return Verdict.deny(Reason.NOT_LISTED, "not in the users database")
+            return Verdict.deny(Reason.NOT_LISTED, "not-in-user-database")
         if not record.enabled:
-            return Verdict.deny(Reason.DISABLED, "disabled in the users database")
+            return Verdict.deny(Reason.DISABLED, "disabled-in-user-database")
         return Verdict.allow()
 
 

@@ -14,6 +14,7 @@ from nxauth.config import BackendConfig, Config, StackEntry, default_config_path
 from nxauth.core.audit import sinks_from_config
 from nxauth.core.runtime import Plan, PlannedStep, Runtime
 from nxauth.core.throttle import source_key, user_key
+from nxauth.details import declared_details
 from nxauth.errors import ConfigError, NxauthError, PluginError, UsageError
 from nxauth.model import Peer
 from nxauth.plugins.manager import collect_backends, describe_plugins, make_plugin_manager
@@ -201,7 +202,9 @@ class Authenticator:
 
         auth = steps(self._config.auth, "authenticate")
         account = steps(self._config.account, "check_account")
-        return Plan(auth, account, any(step[3] is not None for step in (*auth, *account)))
+        used = {step[0] for step in (*auth, *account)}
+        details = {name: declared_details(self._backends[name], name=name) for name in sorted(used)}
+        return Plan(auth, account, any(step[3] is not None for step in (*auth, *account)), details)
 
     # ------------------------------------------------------------ what a host may read
 

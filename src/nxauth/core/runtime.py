@@ -10,6 +10,7 @@ integrations reach it with :func:`nxauth.core.authenticator.runtime_of`.
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 import threading
 from collections.abc import Callable, Mapping
@@ -46,6 +47,8 @@ class Plan:
     auth: tuple[PlannedStep, ...]
     account: tuple[PlannedStep, ...]
     needs_timeouts: bool
+    #: the detail words each backend instance declared (``audit_details``), read once
+    details: Mapping[str, frozenset[str]] = dataclasses.field(default_factory=dict)
 
 
 @final
@@ -90,7 +93,7 @@ class Runtime:
         its own, in pluggy's order; False if any of them failed."""
         failed = call_each(self._pm, "nxauth_auth_event", {"event": event})
         for plugin, exc in failed:  # a failing sink never stops the others
-            log.error("audit sink %s failed: %s: %s", plugin, type(exc).__name__, exc)
+            log.error("audit sink %s failed: %s", plugin, type(exc).__name__)  # the type: no free text
         return not failed
 
     @property

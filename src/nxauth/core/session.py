@@ -15,7 +15,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
@@ -23,8 +23,9 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 from nxauth.codes import Method, Outcome
 from nxauth.core.stack import Step, StepOutcome, evaluate
 from nxauth.core.stage1 import Caller
+from nxauth.details import UNDECLARED, is_detail_word
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
-from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
+from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant
 from nxauth.usernames import InvalidUsername
 
 if TYPE_CHECKING:
@@ -34,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["Session", "SessionState"]
 
 log = logging.getLogger("nxauth")
+
+_NONE: Final[frozenset[str]] = frozenset()
 
 SSHSIG_NAMESPACE: Final = "nxauth"
 MAX_CHALLENGES: Final = 4
@@ -154,7 +157,10 @@ class Session:
         """Close the session because of the client or the integration, not a
         decision: a protocol error, a login timeout, a client gone before
         stage 2.  Audited as a refusal when no user was authenticated yet
-        (``reason`` and ``detail`` go to the audit trail only)."""
+        (``reason`` and ``detail`` go to the audit trail only).  ``detail`` is
+        a detail word (:func:`nxauth.details.is_detail_word`, such as
+        ``client-closed-channel``); any other text is recorded as
+        ``undeclared-detail``, never as given."""
         if not isinstance(reason, Reason):
             raise UsageError("reason must be a nxauth.Reason")
         with self._lock:
@@ -171,7 +177,7 @@ class Session:
             Method.SESSION,
             grant.account if grant is not None else "",
             fingerprint=grant.fingerprint if grant is not None else None,
-            detail=str(detail)[:300],
+            detail=detail if is_detail_word(detail) else (UNDECLARED if detail else ""),
         )
 
     def __enter__(self) -> Session:
@@ -444,8 +450,8 @@ class Session:
             self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=str(exc))
         try:
             lockout, dirty = auth.throttle.check_state(username, self.peer)
-        except StoreError as exc:
-            self._fail(2, Reason.BACKEND_ERROR, Method.PASSWORD, username, detail=f"throttle: {exc}")
+        except StoreError:
+            self._fail(2, Reason.BACKEND_ERROR, Method.PASSWORD, username, detail="throttle-unavailable")
         if lockout is not None:
             self._fail(
                 2,
@@ -530,26 +536,28 @@ class Session:
             conversation=conversation,
         )
         timeouts = auth.timeout_executor() if auth.plan.needs_timeouts else None
-        result = evaluate([Step(n, c, partial(m, attempt), t) for n, c, m, t in auth.plan.auth], timeouts)
+        details = auth.plan.details
+        result = evaluate(
+            [Step(n, c, partial(m, attempt), t, details.get(n, _NONE)) for n, c, m, t in auth.plan.auth], timeouts
+        )
         if not result.allowed:
             raise _Denied(
-                result.verdict.reason, backend=result.decided_by, detail=_trail_detail(result.verdict, attempt)
+                result.verdict.reason, backend=result.decided_by, detail=_messages(attempt, result.verdict.detail)
             )
         for outcome in result.allowed_by:
             reported = outcome.verdict.username
             if reported is not None and reported != username and _canonical(auth, reported) != username:
-                raise _Denied(
-                    Reason.NAME_MISMATCH, backend=outcome.name, detail=f"backend reported user {reported[:100]!r}"
-                )
+                raise _Denied(Reason.NAME_MISMATCH, backend=outcome.name, detail="backend-reported-another-name")
         backend = result.allowed_by[0].name
         groups, attributes = _merge(result.allowed_by)
         identity = Identity(
             username, backend, self.peer, self.id, self._grant, groups, attributes, authenticated_at=auth.clock()
         )
-        account = evaluate([Step(n, c, partial(m, identity), t) for n, c, m, t in auth.plan.account], timeouts)
+        account = evaluate(
+            [Step(n, c, partial(m, identity), t, details.get(n, _NONE)) for n, c, m, t in auth.plan.account], timeouts
+        )
         if not account.allowed:
-            detail = _scrub(account.verdict.detail, attempt.password)
-            raise _Denied(account.verdict.reason, backend=account.decided_by, detail=detail)
+            raise _Denied(account.verdict.reason, backend=account.decided_by, detail=account.verdict.detail)
         more_groups, more_attributes = _merge(account.allowed_by)
         if more_groups - groups or more_attributes.keys() - attributes.keys():
             identity = dataclasses.replace(
@@ -557,7 +565,7 @@ class Session:
                 groups=groups | more_groups,
                 attributes=MappingProxyType({**more_attributes, **attributes}),
             )
-        return identity, _scrub("; ".join(f"msg: {m}" for m in attempt.messages), attempt.password)[:500]
+        return identity, _messages(attempt)
 
 
 def _canonical(auth: Runtime, name: str) -> str | None:
@@ -579,15 +587,10 @@ def _merge(outcomes: Iterable[StepOutcome]) -> tuple[frozenset[str], Mapping[str
     return frozenset(groups), MappingProxyType(attributes)
 
 
-def _trail_detail(verdict: Verdict, attempt: Attempt) -> str:
-    parts: Sequence[str] = [verdict.detail] if verdict.detail else []
-    if attempt.messages:
-        parts = [*parts, *("msg: " + m for m in attempt.messages)]
-    return _scrub("; ".join(parts), attempt.password)[:500]
-
-
-def _scrub(text: str, password: Secret) -> str:
-    """Defence in depth: a backend's detail or message (an exception text, a
-    PAM message) must not carry the password into the audit trail."""
-    secret = password.reveal()
-    return text.replace(secret, "***") if secret and secret in text else text
+def _messages(attempt: Attempt, word: str = "") -> str:
+    """The event's detail: ``word`` (the stack's vetted word, see
+    :func:`nxauth.core.stack.run_step`) and how many messages the backends
+    recorded (``Attempt.info``).  Their text is a backend's free text, which
+    may hold what the client typed: only the count reaches the audit trail."""
+    count = len(attempt.messages)
+    return f"{word} backend-messages={count}".lstrip() if count else word

@@ -16,12 +16,14 @@ A backend that raises, or exceeds its timeout, is a deny with
 from __future__ import annotations
 
 import concurrent.futures
+import dataclasses
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, final
 
 from nxauth.config import Control
+from nxauth.details import vet_detail
 from nxauth.model import ConversationFailed, ConversationUnavailable, Decision, Reason, Verdict
 
 __all__ = ["StepOutcome", "StackResult", "Step", "evaluate", "run_step"]
@@ -38,6 +40,8 @@ class Step:
     control: Control
     call: Callable[[], Any]
     timeout: float | None = None
+    #: the detail words the backend declared: any other detail it gives is dropped
+    declared: frozenset[str] = frozenset()
 
 
 @final
@@ -71,6 +75,11 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
     Anything but a :class:`Verdict` (an exception, a timeout, a wrong return
     type) is a deny.  With a timeout the call runs on ``executor``; a call
     that overruns is abandoned (it finishes in its thread) and denied.
+
+    The verdict's ``detail`` is safe for the audit trail by construction:
+    the backend's own detail is kept only when it is one of the words the
+    backend declared (:func:`nxauth.details.vet_detail`); the stack's own
+    verdicts carry fixed words of nxauth's; no exception text is kept.
     """
     try:
         if step.timeout is not None and executor is not None:
@@ -80,19 +89,23 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
             except concurrent.futures.TimeoutError:
                 future.cancel()
                 log.warning("backend %s exceeded its timeout of %gs", step.name, step.timeout)
-                return Verdict.deny(Reason.TIMEOUT, f"{step.name} exceeded {step.timeout:g}s")
+                return Verdict.deny(Reason.TIMEOUT, "backend-timeout")
         else:
             result = step.call()
-    except ConversationUnavailable as exc:
-        return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE, str(exc))
-    except ConversationFailed as exc:
-        return Verdict.deny(Reason.CONVERSATION_FAILED, str(exc))
+    except ConversationUnavailable:
+        return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE)
+    except ConversationFailed:
+        return Verdict.deny(Reason.CONVERSATION_FAILED)
     except Exception as exc:  # noqa: BLE001 - every failure of a backend is a deny
         # the type only: an exception's text may carry what the backend was given
         log.warning("backend %s raised %s", step.name, type(exc).__name__)
-        return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name}: {type(exc).__name__}: {str(exc)[:200]}")
+        return Verdict.deny(Reason.BACKEND_ERROR, "backend-raised")
     if not isinstance(result, Verdict):
-        return Verdict.deny(Reason.BACKEND_ERROR, f"{step.name} returned {type(result).__name__}, not a Verdict")
+        return Verdict.deny(Reason.BACKEND_ERROR, "not-a-verdict")
+    if result.detail:
+        vetted = vet_detail(result.detail, step.declared)
+        if vetted != result.detail:
+            result = dataclasses.replace(result, detail=vetted)
     return result
 
 
@@ -143,5 +156,5 @@ def _finish(
         return StackResult(allows[0].verdict, decided_by or allows[0].name, tuple(allows), tuple(trail))
     if ignored is not None:
         return StackResult(ignored.verdict, ignored.name, (), tuple(trail))
-    detail = "empty stack" if not trail else "every backend abstained"
+    detail = "empty-stack" if not trail else "every-backend-abstained"
     return StackResult(Verdict.deny(Reason.NO_DECISION, detail), None, (), tuple(trail))

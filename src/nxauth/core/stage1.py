@@ -255,8 +255,8 @@ class Stage1:
                     can_verify_user=caller.can_verify_user,
                 )
             except Exception as exc:  # noqa: BLE001 - a failing source contributes nothing: fail closed
-                log.warning("key source %s failed: %s: %s", name, type(exc).__name__, exc)
-                first_error = first_error or (Reason.BACKEND_ERROR, name, f"{type(exc).__name__}: {str(exc)[:200]}")
+                log.warning("key source %s failed: %s", name, type(exc).__name__)  # the type: no free text
+                first_error = first_error or (Reason.BACKEND_ERROR, name, "key-source-raised")
                 continue
             entry = decision.entry
             if decision.allowed and entry is not None:
@@ -300,5 +300,5 @@ class Stage1:
         try:
             return bool(self._emit(event))
         except Exception as exc:  # noqa: BLE001 - an audit trail that raises recorded nothing
-            log.error("audit trail failed: %s: %s", type(exc).__name__, exc)
+            log.error("audit trail failed: %s", type(exc).__name__)
             return False

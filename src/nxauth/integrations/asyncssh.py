@@ -245,8 +245,7 @@ class _Connection(asyncssh.SSHServer):
     def _no_channel(self) -> None:
         session = self._session
         if session is not None and not self._channel_opened:
-            detail = f"no session channel within {self._server.login_timeout:g} s"
-            asyncio.get_running_loop().run_in_executor(None, session.abort, Reason.LOGIN_TIMEOUT, detail)
+            asyncio.get_running_loop().run_in_executor(None, session.abort, Reason.LOGIN_TIMEOUT, "no-session-channel")
             self._close()
 
     # ------------------------------------------------------------ channels
@@ -314,9 +313,9 @@ def _finish_session(session: Session, tried: bool) -> None:
     """The connection is gone: a client that started stage 1 but did not
     finish stage 2 is audited as gone; the session is closed."""
     if session.state is SessionState.TRANSPORT_OK:
-        session.abort(Reason.CLIENT_GONE, "connection closed before stage 2")
+        session.abort(Reason.CLIENT_GONE, "closed-before-stage-2")
     elif session.state is SessionState.NEW and tried:
-        session.abort(Reason.CLIENT_GONE, "connection closed without a transport grant")
+        session.abort(Reason.CLIENT_GONE, "closed-without-transport-grant")
     session.close()
 
 

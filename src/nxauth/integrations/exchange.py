@@ -82,7 +82,7 @@ def run_exchange(session: Session, dialogue: Dialogue, *, timeout: float | None)
         try:
             return runner.run(_Exchange(session, door, timeout, deadline).run())
         except KeyboardInterrupt:
-            session.abort(Reason.CLIENT_GONE, "interrupted (SIGINT)")
+            session.abort(Reason.CLIENT_GONE, "interrupted-sigint")
             raise
 
 
@@ -136,10 +136,10 @@ class _Exchange:
                 return None
             await self._dialogue.tell(Code.AUTHENTICATED, f"Authenticated {identity.username}")
             return identity
-        except ClientGone as exc:
-            await self._abort(Reason.CLIENT_GONE, f"client closed the channel ({exc})")
+        except ClientGone:  # its text is the transport's, not for the audit trail
+            await self._abort(Reason.CLIENT_GONE, "client-closed-channel")
         except ProtocolViolation as exc:
-            await self._abort(Reason.PROTOCOL_ERROR, str(exc))
+            await self._abort(Reason.PROTOCOL_ERROR, exc.word)
             await self._goodbye(Code.BAD_REQUEST)
         return None
 
@@ -221,8 +221,7 @@ class _Exchange:
             await asyncio.wait({login})  # not cancelled here; an outside cancellation still ends this wait
             if not login.cancelled() and login.exception() is None and self._broken is None:
                 return login.result()
-        limit = "the deadline" if self._timeout is None else f"{self._timeout:g} s"
-        await self._abort(Reason.LOGIN_TIMEOUT, f"no login within {limit}")
+        await self._abort(Reason.LOGIN_TIMEOUT, "no-login-in-time")
         await self._goodbye(Code.TIMED_OUT)
         return None
 

@@ -309,7 +309,7 @@ def run_login(
     if not keys:
         session.abort(
             Reason.STAGE_ORDER,
-            "no public key in SSH_USER_AUTH: sshd needs ExposeAuthInfo yes and publickey authentication",
+            "no-key-in-ssh-user-auth",  # sshd needs ExposeAuthInfo yes and publickey authentication
         )
         return close(Code.INTERNAL_ERROR, "Internal error", 5)
     grant = None

@@ -96,7 +96,12 @@ class ClientGone(Exception):
 
 class ProtocolViolation(Exception):
     """The client sent something the protocol does not allow (a line over the
-    limit, bytes that are not UTF-8).  The text is for the audit trail."""
+    limit, bytes that are not UTF-8).  ``word`` (``line-too-long``,
+    ``line-not-utf8``) is what the audit trail records; the text is for logs."""
+
+    def __init__(self, message: str, word: str = "line-too-long") -> None:
+        super().__init__(message)
+        self.word = word
 
 
 class LoginTimeout(Exception):
@@ -111,7 +116,7 @@ def decode_line(line: bytes) -> str:
     try:
         return line.decode("utf-8")
     except UnicodeDecodeError:
-        raise ProtocolViolation("a line that is not UTF-8") from None
+        raise ProtocolViolation("a line that is not UTF-8", "line-not-utf8") from None
 
 
 def format_line(code: Code, text: str) -> bytes:

@@ -53,16 +53,16 @@ class TestContract(AccountBackendContract):
         pytest.param("alice", {}, Reason.OK, "", id="regular"),
         pytest.param("bob", {}, Reason.OK, "", id="empty-shell-is-sh"),
         pytest.param("carol", {}, Reason.OK, "", id="case-folded-match"),
-        pytest.param("mallory", {}, Reason.UNKNOWN_USER, "no system account", id="no-account"),
-        pytest.param("dave", {}, Reason.NAME_MISMATCH, "dave2", id="renamed-by-nss"),
-        pytest.param("root", {}, Reason.RESTRICTED, "uid 0 is below min_uid 1", id="root-refused-by-default"),
+        pytest.param("mallory", {}, Reason.UNKNOWN_USER, "no-system-account", id="no-account"),
+        pytest.param("dave", {}, Reason.NAME_MISMATCH, "nss-returned-another-name", id="renamed-by-nss"),
+        pytest.param("root", {}, Reason.RESTRICTED, "uid-below-min-uid", id="root-refused-by-default"),
         pytest.param("root", {"min_uid": 0}, Reason.OK, "", id="root-allowed-min-uid-0"),
-        pytest.param("alice", {"min_uid": 1001}, Reason.RESTRICTED, "below min_uid 1001", id="min-uid"),
-        pytest.param("daemon", {"min_uid": 0}, Reason.RESTRICTED, "nologin is refused", id="nologin"),
-        pytest.param("ftp", {}, Reason.RESTRICTED, "/bin/false is refused", id="false"),
+        pytest.param("alice", {"min_uid": 1001}, Reason.RESTRICTED, "uid-below-min-uid", id="min-uid"),
+        pytest.param("daemon", {"min_uid": 0}, Reason.RESTRICTED, "shell-refused", id="nologin"),
+        pytest.param("ftp", {}, Reason.RESTRICTED, "shell-refused", id="false"),
         pytest.param("ftp", {"refuse_shells": []}, Reason.OK, "", id="no-refused-shells"),
         pytest.param(
-            "guest", {"refuse_shells": ["/usr/local/bin/restricted"]}, Reason.RESTRICTED, "restricted", id="by-path"
+            "guest", {"refuse_shells": ["/usr/local/bin/restricted"]}, Reason.RESTRICTED, "shell-refused", id="by-path"
         ),
         pytest.param("guest", {"refuse_shells": ["/bin/restricted"]}, Reason.OK, "", id="path-must-match-exactly"),
     ],

@@ -560,10 +560,11 @@ def test_backend_messages_reach_the_accepted_event(make_auth: Build, granted: Gr
 
     session = granted(make_auth({"auth": [{"use": "chatty"}]}, backends={"chatty": Chatty()}))
     session.login("alice", "wonderland")
-    assert sink.events[-1].detail == "msg: Your password expires in 3 days"
+    # counted; the text is the backend's own and never reaches the audit trail
+    assert sink.events[-1].detail == "backend-messages=1"
 
 
-def test_a_backend_that_echoes_the_password_is_scrubbed(
+def test_a_backend_that_echoes_the_password_leaves_no_trace(
     make_auth: Build, granted: Granted, sink: RecordingSink
 ) -> None:
     class Careless:
@@ -572,5 +573,4 @@ def test_a_backend_that_echoes_the_password_is_scrubbed(
 
     session = granted(make_auth({"auth": [{"use": "careless"}]}, backends={"careless": Careless()}))
     failed(lambda: session.login("alice", "Echoed-Secret-42"))
-    assert "Echoed-Secret-42" not in sink.events[-1].detail
-    assert "alice:***" in sink.events[-1].detail
+    assert sink.events[-1].detail == "backend-raised"  # the exception's text is never kept

@@ -504,7 +504,7 @@ def test_interrupted_on_a_terminal(granted_session: nxauth.Session, sink: Record
         os.close(controller)
     assert granted_session.state is nxauth.SessionState.CLOSED
     assert sink.outcomes()[-1] == (2, "refused", "client-gone")
-    assert sink.events[-1].detail == "interrupted (SIGINT)"
+    assert sink.events[-1].detail == "interrupted-sigint"
 
 
 # ---------------------------------------------------------------- the terminal rules

@@ -148,7 +148,7 @@ def test_no_user_auth_is_an_internal_error_not_a_login(login_auth: nxauth.Authen
     assert result == 5
     assert out.splitlines() == ["NX> 500 Internal error", "NX> 999 Bye"]
     assert [(e.stage, e.outcome, e.reason) for e in sink.events] == [(1, "refused", nxauth.Reason.STAGE_ORDER)]
-    assert "ExposeAuthInfo" in sink.events[0].detail
+    assert sink.events[0].detail == "no-key-in-ssh-user-auth"
 
 
 def test_key_removed_since_sshd_accepted_it(

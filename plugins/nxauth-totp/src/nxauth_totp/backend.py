@@ -31,9 +31,9 @@ could not be read (callback failed)    deny CONVERSATION_FAILED
 is not ``digits`` ASCII digits         deny INVALID_PASSWORD
 is for a user who is not enrolled      deny UNKNOWN_USER, after the same
                                        comparisons against a dummy secret
-matches no step in the window          deny BAD_PASSWORD "wrong one-time code"
-matches only steps already used        deny BAD_PASSWORD "one-time code
-                                       replayed" (RFC 6238 section 5.2)
+matches no step in the window          deny BAD_PASSWORD "wrong-code"
+matches only steps already used        deny BAD_PASSWORD "code-replayed"
+                                       (RFC 6238 section 5.2)
 matches a step later than the last     allow, and that step is recorded as
 accepted one                           the last accepted one, atomically
 =====================================  =======================================
@@ -41,13 +41,17 @@ accepted one                           the last accepted one, atomically
 An unenrolled user is denied, not abstained on: a ``required`` entry that
 abstains is ignored, which would let the password alone in.  Any failure of
 the enrolment database is a deny BACKEND_ERROR.  Neither the code nor the
-secret ever appears in a verdict, a log line or a ``repr``.
+secret ever appears in a verdict, a log line or a ``repr``.  Verdict
+details are the words of :data:`DETAIL_WORDS` (and ``code-offset=…`` for the
+step of an accepted code), declared in ``audit_details``: the audit trail
+keeps only declared words (see :mod:`nxauth.details`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
 import re
 import time
@@ -61,6 +65,8 @@ import pyotp
 from nxauth import Reason, Verdict
 
 from .store import TotpStore, TotpStoreError
+
+log = logging.getLogger("nxauth_totp")
 
 __all__ = ["ALGORITHMS", "KIND", "TotpBackend", "TotpSettings", "build", "new_secret", "settings_from_context"]
 
@@ -110,6 +116,28 @@ class TotpSettings:
         if not math.isfinite(now) or now < 0:
             raise ValueError("the clock returned an unusable time")
         return int(now // self.period)
+
+
+#: The details of this backend's denials, declared in ``audit_details``.
+DETAIL_WORDS: Final = frozenset(
+    {
+        "no-conversation",
+        "asking-failed",
+        "code-not-digits",
+        "clock-unusable",
+        "enrolment-database-failed",
+        "stored-secret-unusable",
+        "not-enrolled",
+        "wrong-code",
+        "code-replayed",
+        "code-replayed-concurrently",
+    }
+)
+
+
+def offset_word(offset: int) -> str:
+    """``code-offset=0``, ``code-offset=p1`` (one step ahead), ``code-offset=m2``."""
+    return f"code-offset={'p' if offset > 0 else 'm' if offset < 0 else ''}{abs(offset)}"
 
 
 def new_secret() -> nxauth.Secret:
@@ -165,6 +193,10 @@ class TotpBackend:
         # compared against when the user is not enrolled, so that path costs the same
         self._dummy = new_secret()
         self._code = re.compile(rf"[0-9]{{{settings.digits}}}")
+        #: what the audit trail may record of this backend's verdicts (nxauth.details)
+        self.audit_details = DETAIL_WORDS | {
+            offset_word(offset) for offset in range(-settings.window, settings.window + 1)
+        }
 
     def __repr__(self) -> str:
         s = self.settings
@@ -179,47 +211,52 @@ class TotpBackend:
         try:
             answer = attempt.ask(self.settings.prompt, False)
         except nxauth.ConversationUnavailable:
-            return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE, "no conversation to ask for the one-time code")
-        except nxauth.ConversationFailed as exc:
-            return Verdict.deny(Reason.CONVERSATION_FAILED, f"asking for the one-time code: {exc}")
+            return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE, "no-conversation")
+        except nxauth.ConversationFailed:
+            return Verdict.deny(Reason.CONVERSATION_FAILED, "asking-failed")
         code = answer.reveal().strip()
         if self._code.fullmatch(code) is None:
-            return Verdict.deny(Reason.INVALID_PASSWORD, f"the one-time code is not {self.settings.digits} digits")
+            return Verdict.deny(Reason.INVALID_PASSWORD, "code-not-digits")
         try:
             current = self.settings.step(self.clock())
-        except ValueError as exc:
-            return Verdict.deny(Reason.BACKEND_ERROR, str(exc))
+        except ValueError:
+            return Verdict.deny(Reason.BACKEND_ERROR, "clock-unusable")
         try:
             enrolment = self.store.lookup(attempt.username)
         except TotpStoreError as exc:
-            return Verdict.deny(Reason.BACKEND_ERROR, f"enrolment database: {exc}")
+            return self._database_failed(exc)
         secret = enrolment.secret if enrolment is not None else self._dummy
         try:
             matched = self._matching_steps(secret, code, current)
         except (ValueError, TypeError):  # pyotp refuses a stored secret that is not base32 or too short
-            return Verdict.deny(Reason.BACKEND_ERROR, "the stored secret is unusable: re-enrol the user")
+            return Verdict.deny(Reason.BACKEND_ERROR, "stored-secret-unusable")
         if enrolment is None:
-            return Verdict.deny(Reason.UNKNOWN_USER, "not enrolled for one-time codes")
+            return Verdict.deny(Reason.UNKNOWN_USER, "not-enrolled")
         if not matched:
-            return Verdict.deny(Reason.BAD_PASSWORD, "wrong one-time code")
+            return Verdict.deny(Reason.BAD_PASSWORD, "wrong-code")
         fresh = [step for step in matched if step > enrolment.last_step]
         if not fresh:
             return Verdict.deny(
                 Reason.BAD_PASSWORD,
-                f"one-time code replayed: time step {max(matched)} is not after the last accepted "
-                f"step {enrolment.last_step}",
+                "code-replayed",  # its step is not after the last accepted one
             )
         step = max(fresh)
         try:
             claimed = self.store.claim_step(attempt.username, enrolment.secret, step, self.clock())
         except TotpStoreError as exc:
-            return Verdict.deny(Reason.BACKEND_ERROR, f"enrolment database: {exc}")
+            return self._database_failed(exc)
         if not claimed:
             return Verdict.deny(
                 Reason.BAD_PASSWORD,
-                f"one-time code replayed: time step {step} was used by a concurrent login (or re-enrolled)",
+                "code-replayed-concurrently",  # used by a concurrent login (or re-enrolled)
             )
-        return Verdict.allow(detail=f"one-time code of time step {step} (offset {step - current:+d})")
+        return Verdict.allow(detail=offset_word(step - current))
+
+    def _database_failed(self, exc: TotpStoreError) -> Verdict:
+        # the store's message is about the file (its path, its mode), built by
+        # this plugin: for the log; the audit trail gets the word
+        log.error("totp %s: enrolment database: %s", self.name, exc)
+        return Verdict.deny(Reason.BACKEND_ERROR, "enrolment-database-failed")
 
     def _matching_steps(self, secret: nxauth.Secret, code: str, current: int) -> list[int]:
         """Every step of the window whose code equals ``code``; all of them

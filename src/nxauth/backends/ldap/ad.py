@@ -56,12 +56,26 @@ def subcode_reason(message: str) -> tuple[Reason, str]:
     """The reason and audit detail for a failed AD bind with ``message``."""
     code = parse_subcode(message)
     if code is None:
-        return Reason.BAD_PASSWORD, "invalid credentials"
+        return Reason.BAD_PASSWORD, "invalid-credentials"
     known = SUBCODES.get(code)
-    if known is None:
-        return Reason.BAD_PASSWORD, f"invalid credentials (AD data {code})"
-    reason, meaning = known
-    return reason, f"AD data {code}: {meaning}"
+    if known is None:  # the server's text is not kept: an unknown code may be an echo
+        return Reason.BAD_PASSWORD, "ad-data-unknown"
+    return known[0], f"ad-data={code}"
+
+
+#: Every detail word of this module (declared by the backend, see nxauth.details).
+DETAIL_WORDS: Final = frozenset(
+    {
+        "invalid-credentials",
+        "ad-data-unknown",
+        *(f"ad-data={code}" for code in SUBCODES),
+        "uac-account-disabled",
+        "uac-locked-out",
+        "uac-password-expired",
+        "account-expires-passed",
+        "pwd-last-set-zero",
+    }
+)
 
 
 # userAccountControl flags
@@ -98,15 +112,15 @@ def account_state(entry: wire.Entry, clock: Callable[[], float] = time.time) -> 
     uac = _integer(entry, "userAccountControl")
     if uac is not None:
         if uac & UF_ACCOUNTDISABLE:
-            return Reason.DISABLED, "userAccountControl: account disabled"
+            return Reason.DISABLED, "uac-account-disabled"
         if uac & UF_LOCKOUT:
-            return Reason.ACCOUNT_LOCKED, "userAccountControl: locked out"
+            return Reason.ACCOUNT_LOCKED, "uac-locked-out"
         if uac & UF_PASSWORD_EXPIRED:
-            return Reason.PASSWORD_EXPIRED, "userAccountControl: password expired"
+            return Reason.PASSWORD_EXPIRED, "uac-password-expired"
     expires = _integer(entry, "accountExpires")
     if expires is not None and expires not in (0, NEVER) and filetime_to_unix(expires) <= clock():
-        return Reason.ACCOUNT_EXPIRED, "accountExpires is in the past"
+        return Reason.ACCOUNT_EXPIRED, "account-expires-passed"
     last_set = _integer(entry, "pwdLastSet")
     if last_set == 0:
-        return Reason.PASSWORD_EXPIRED, "pwdLastSet = 0: the password must be changed"
+        return Reason.PASSWORD_EXPIRED, "pwd-last-set-zero"
     return None

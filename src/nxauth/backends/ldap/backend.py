@@ -48,15 +48,51 @@ GENERIC_STATE: Final = ("pwdAccountLockedTime", "nsAccountLock")
 PERMANENT_LOCK: Final = b"000001010000Z"
 #: Non-49 bind result codes that say something about the account.
 BIND_CODES: Final = {
-    19: (Reason.ACCOUNT_LOCKED, "constraint violation"),  # 389-ds: retry limit exceeded
-    50: (Reason.DENIED, "insufficient access"),
-    53: (Reason.DENIED, "unwilling to perform"),  # 389-ds / FreeIPA: account inactivated
+    19: (Reason.ACCOUNT_LOCKED, "ldap-result=19"),  # constraint violation; 389-ds: retry limit exceeded
+    50: (Reason.DENIED, "ldap-result=50"),  # insufficient access
+    53: (Reason.DENIED, "ldap-result=53"),  # unwilling to perform; 389-ds / FreeIPA: account inactivated
 }
+
+
+def _kebab(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name)
+
+
+def ppolicy_word(error: str) -> str:
+    """``ppolicy:password-expired`` for the ppolicy error ``passwordExpired``."""
+    return f"ppolicy:{_kebab(error)}"
+
+
+#: The detail words of an ldap backend's verdicts (see nxauth.details): fixed
+#: words of nxauth's, never the server's text (which may echo the password).
+DETAIL_WORDS: Final = frozenset(
+    {
+        *ad.DETAIL_WORDS,
+        *(word for _, word in BIND_CODES.values()),
+        *(ppolicy_word(error) for error in wire.PPOLICY_ERRORS.values()),
+        "ldap-result-other",
+        "bind-referral",
+        "pwd-account-locked-time",
+        "ns-account-lock",
+        "member-of-denied-group",
+        "not-in-required-group",
+        "empty-password",
+        "nul-in-password",
+        "invalid-username",
+        "no-entry",
+        "entry-unreadable",
+        "no-user-base",
+        "ldap-timeout",
+        "ldap-error",
+    }
+)
 
 
 @final
 class LdapBackend:
     """An ``ldap`` backend instance (see :mod:`nxauth.backends.ldap`)."""
+
+    audit_details = DETAIL_WORDS
 
     def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
         self.settings = settings
@@ -158,7 +194,7 @@ class LdapBackend:
             try:
                 spec = parse_uri(f"{parts.scheme}://{parts.netloc}", insecure=insecure)
             except ValueError:
-                log.warning("ldap %s: ignoring referral %s", self.name, escape_for_log(url))
+                log.warning("ldap %s: ignoring a referral to another server", self.name)  # the URL is the server's text
                 continue
             target = unquote(parts.path.lstrip("/")) or base
             try:  # a referral that cannot be chased leaves the answer incomplete: fail closed
@@ -169,7 +205,7 @@ class LdapBackend:
                 finally:
                     link.close()
             except (LinkError, LdapTimeout) as exc:  # not the pooled server's fault
-                raise BackendError(f"referral {escape_for_log(url)}: {exc}") from None
+                raise BackendError(f"a referral could not be followed ({type(exc).__name__})") from None
             entries.extend(result.entries)
             if first.result.code == 10:
                 final_result = result.result
@@ -224,7 +260,7 @@ class LdapBackend:
                 log.warning("ldap %s: malformed password policy control ignored", self.name)
         if result.ok:
             if policy is not None and policy.error in ("changeAfterReset", "passwordExpired"):
-                return Verdict.deny(Reason.PASSWORD_EXPIRED, f"ppolicy: {policy.error}")
+                return Verdict.deny(Reason.PASSWORD_EXPIRED, ppolicy_word(policy.error))
             if policy is not None and policy.grace_left is not None:
                 log.warning("ldap %s: password expired, %d grace logins left", self.name, policy.grace_left)
             return None
@@ -233,23 +269,24 @@ class LdapBackend:
                 reason, detail = ad.subcode_reason(result.message)
                 return Verdict.deny(reason, detail)
             if policy is not None and policy.error == "accountLocked":
-                return Verdict.deny(Reason.ACCOUNT_LOCKED, "ppolicy: accountLocked")
+                return Verdict.deny(Reason.ACCOUNT_LOCKED, ppolicy_word("accountLocked"))
             if policy is not None and policy.error == "passwordExpired":
-                return Verdict.deny(Reason.PASSWORD_EXPIRED, "ppolicy: passwordExpired")
-            return Verdict.deny(Reason.BAD_PASSWORD, "invalid credentials")
+                return Verdict.deny(Reason.PASSWORD_EXPIRED, ppolicy_word("passwordExpired"))
+            return Verdict.deny(Reason.BAD_PASSWORD, "invalid-credentials")
         if result.code == 10:
-            return Verdict.deny(Reason.BACKEND_ERROR, "the server answered the bind with a referral")
-        reason, meaning = BIND_CODES.get(result.code, (Reason.BACKEND_ERROR, "bind failed"))
-        return Verdict.deny(reason, f"{meaning} ({result.describe()})")
+            return Verdict.deny(Reason.BACKEND_ERROR, "bind-referral")
+        reason, word = BIND_CODES.get(result.code, (Reason.BACKEND_ERROR, "ldap-result-other"))
+        log.warning("ldap %s: the bind failed with %s", self.name, result.describe())
+        return Verdict.deny(reason, word)
 
     def _account_state(self, entry: wire.Entry) -> Verdict | None:
         if self.settings.active_directory:
             state = ad.account_state(entry, self._clock)
             return Verdict.deny(*state) if state is not None else None
         if entry.first("pwdAccountLockedTime") == PERMANENT_LOCK:
-            return Verdict.deny(Reason.ACCOUNT_LOCKED, "pwdAccountLockedTime: locked by an administrator")
+            return Verdict.deny(Reason.ACCOUNT_LOCKED, "pwd-account-locked-time")
         if (entry.first("nsAccountLock") or b"").strip().lower() == b"true":
-            return Verdict.deny(Reason.DISABLED, "nsAccountLock is true")
+            return Verdict.deny(Reason.DISABLED, "ns-account-lock")
         return None
 
     def _decide(self, entry: wire.Entry, groups: list[Group]) -> Verdict:
@@ -260,9 +297,9 @@ class LdapBackend:
         group_settings = self.settings.groups
         hit = matches(groups, group_settings.deny)
         if hit:
-            return Verdict.deny(Reason.DENIED, f"member of a denied group ({hit[0].split(':', 1)[1][:100]})")
+            return Verdict.deny(Reason.DENIED, "member-of-denied-group")
         if group_settings.require and not matches(groups, group_settings.require):
-            return Verdict.deny(Reason.NOT_IN_GROUP, "member of none of the required groups")
+            return Verdict.deny(Reason.NOT_IN_GROUP, "not-in-required-group")
         attributes: dict[str, Any] = {}
         for name in self.settings.attributes:
             if name.lower() == "dn":
@@ -293,10 +330,10 @@ class LdapBackend:
             verdict = self._authenticate(username, attempt.password, deadline)
         except LdapTimeout as exc:
             log.warning("ldap %s: timeout for user %s: %s", self.name, escape_for_log(username), exc)
-            return Verdict.deny(Reason.TIMEOUT, str(exc)[:200])
+            return Verdict.deny(Reason.TIMEOUT, "ldap-timeout")
         except BackendError as exc:
             log.warning("ldap %s: %s", self.name, exc)
-            return Verdict.deny(Reason.BACKEND_ERROR, str(exc)[:200])
+            return Verdict.deny(Reason.BACKEND_ERROR, "ldap-error")
         if verdict.allowed and attempt.session_id:
             self._remember(attempt.session_id, username, verdict)
         return verdict
@@ -304,15 +341,15 @@ class LdapBackend:
     def _refuse(self, username: str, password: Secret) -> Verdict | None:
         """Checks made before any traffic."""
         if not isinstance(password, Secret) or not password.reveal().strip():
-            return Verdict.deny(Reason.EMPTY_PASSWORD, "empty or white-space password: not sent to the directory")
+            return Verdict.deny(Reason.EMPTY_PASSWORD, "empty-password")  # not sent to the directory
         if "\x00" in password.reveal():
-            return Verdict.deny(Reason.INVALID_PASSWORD, "NUL in password")
+            return Verdict.deny(Reason.INVALID_PASSWORD, "nul-in-password")
         if not username or any(ord(c) < 0x20 or ord(c) == 0x7F for c in username):
-            return Verdict.deny(Reason.INVALID_USERNAME, "empty username or control character in it")
+            return Verdict.deny(Reason.INVALID_USERNAME, "invalid-username")
         if self.settings.mode in ("upn", "downlevel"):
             why = check_ad_logon_name(username)
             if why is not None:
-                return Verdict.deny(Reason.INVALID_USERNAME, why)
+                return Verdict.deny(Reason.INVALID_USERNAME, "invalid-username")
         return None
 
     def _authenticate(self, username: str, password: Secret, deadline: float) -> Verdict:
@@ -324,7 +361,7 @@ class LdapBackend:
                 lambda link: self._find(link, username, deadline, self._entry_attributes), deadline
             )
             if entry is None:
-                return Verdict.deny(Reason.UNKNOWN_USER, "no entry matches the user filter")
+                return Verdict.deny(Reason.UNKNOWN_USER, "no-entry")
             bind_name = entry.dn
         else:
             bind_name = self._bind_name(username)
@@ -341,7 +378,7 @@ class LdapBackend:
                 return entry
             found = entry or self._find(link, username, deadline, self._entry_attributes)
             if found is None:
-                return Verdict.deny(Reason.UNKNOWN_USER, "bound, but the user's entry cannot be read")
+                return Verdict.deny(Reason.UNKNOWN_USER, "entry-unreadable")
             return self._evaluate(link, found, username, deadline)
 
         outcome = self._users.run(bind, deadline)
@@ -357,7 +394,7 @@ class LdapBackend:
     def _lookup_and_evaluate(self, link: Link, username: str, deadline: float) -> Verdict:
         entry = self._find(link, username, deadline, self._entry_attributes)
         if entry is None:
-            return Verdict.deny(Reason.UNKNOWN_USER, "no entry for the user")
+            return Verdict.deny(Reason.UNKNOWN_USER, "no-entry")
         return self._evaluate(link, entry, username, deadline)
 
     def _remember(self, session_id: str, username: str, verdict: Verdict) -> None:
@@ -385,17 +422,17 @@ class LdapBackend:
         if recalled is not None:
             return recalled
         if not username or any(ord(c) < 0x20 or ord(c) == 0x7F for c in username):
-            return Verdict.deny(Reason.INVALID_USERNAME, "empty username or control character in it")
+            return Verdict.deny(Reason.INVALID_USERNAME, "invalid-username")
         if self.settings.mode != "dn" and self.settings.user_base is None:
-            return Verdict.deny(Reason.BACKEND_ERROR, "the account role needs user_base")
+            return Verdict.deny(Reason.BACKEND_ERROR, "no-user-base")
         deadline = self._deadline()
         try:
             return self._service.run(lambda link: self._lookup_and_evaluate(link, username, deadline), deadline)
-        except LdapTimeout as exc:
-            return Verdict.deny(Reason.TIMEOUT, str(exc)[:200])
+        except LdapTimeout:
+            return Verdict.deny(Reason.TIMEOUT, "ldap-timeout")
         except BackendError as exc:
             log.warning("ldap %s: %s", self.name, exc)
-            return Verdict.deny(Reason.BACKEND_ERROR, str(exc)[:200])
+            return Verdict.deny(Reason.BACKEND_ERROR, "ldap-error")
 
     def authorized_keys(self, account: str) -> list[AuthorizedKey]:
         """Key-source role: the ``sshPublicKey`` values (openssh-lpk) of the

@@ -16,8 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final, final
 
-from nxauth.usernames import escape_for_log
-
 __all__ = [
     "PPOLICY_OID",
     "Entry",
@@ -246,10 +244,9 @@ class Result:
         return self.code == 0
 
     def describe(self) -> str:
-        """``code N: message`` for logs and the audit trail (the server's
-        text cut to 120 characters and escaped)."""
-        text = escape_for_log(self.message.rstrip("\x00"), 120, quoted=True)
-        return f"code {self.code}: {text}" if text else f"code {self.code}"
+        """``code N`` for logs and errors.  Never the server's diagnostic
+        text: a server may echo what it was sent (the password of a bind)."""
+        return f"code {self.code}"
 
 
 def decode_result(message: Message) -> Result:

@@ -159,10 +159,49 @@ def build_pam_backend(context: BackendContext) -> PamBackend:
         raise context.error("library", f"cannot load libpam from {library or 'the system'}: {exc}") from None
 
 
+#: PAM return codes are small integers (Linux-PAM: 0 to 31)
+_CODES: Final = range(64)
+
+
+def _code_word(step: str, code: int) -> str:
+    """``authenticate=7`` (PAM_AUTH_ERR), ``acct-mgmt=13``, ``set-item=…``."""
+    return f"{step}={code}" if code in _CODES else f"{step}=other"
+
+
+#: The detail words of a pam backend's verdicts (see nxauth.details): PAM
+#: return codes and nxauth's words, never a module's text.
+DETAIL_WORDS: Final = frozenset(
+    {
+        *(_code_word(step, code) for step in ("authenticate", "acct-mgmt", "set-item") for code in (*_CODES, -1)),
+        "question-in-account-step",
+        "unsupported-message-style",
+        "no-conversation",
+        "conversation-raised",
+        "nul-in-answer",
+        "answer-not-encodable",
+        "answer-too-long",
+        "username-not-encodable",
+        "password-too-long",
+        "nul-in-password",
+        "password-not-encodable",
+        "acct-mgmt-on-login-handle",
+        "pam-start-failed",
+        "pam-user-changed",
+        "pam-user-unset",
+        "pam-user-not-encodable",
+        "pam-user-not-in-nss",
+        "nss-name-not-encodable",
+        "shadow-password-locked",
+    }
+)
+
+
 @final
 class PamBackend:
     """Authenticates users and checks accounts through libpam.  Thread-safe:
     every call opens its own PAM handle."""
+
+    audit_details = DETAIL_WORDS
 
     def __init__(
         self,
@@ -214,21 +253,21 @@ class PamBackend:
         self._accounted.forget(key)
         user = self._encode(attempt.username)
         if user is None:
-            return Verdict.deny(Reason.INVALID_USERNAME, f"username contains NUL or is not {self.encoding}")
+            return Verdict.deny(Reason.INVALID_USERNAME, "username-not-encodable")
         secret = attempt.password.reveal()
         if len(secret) > self.max_answer_bytes:
-            return Verdict.deny(Reason.INVALID_PASSWORD, f"password longer than {self.max_answer_bytes} bytes")
+            return Verdict.deny(Reason.INVALID_PASSWORD, "password-too-long")
         if "\x00" in secret:
-            return Verdict.deny(Reason.INVALID_PASSWORD, "NUL in password")
+            return Verdict.deny(Reason.INVALID_PASSWORD, "nul-in-password")
         try:
             password = bytearray(secret, self.encoding)
         except UnicodeError:
-            return Verdict.deny(Reason.INVALID_PASSWORD, f"password cannot be encoded in {self.encoding}")
+            return Verdict.deny(Reason.INVALID_PASSWORD, "password-not-encodable")
         finally:
             del secret
         if len(password) > self.max_answer_bytes:
             password[:] = bytes(len(password))
-            return Verdict.deny(Reason.INVALID_PASSWORD, f"password longer than {self.max_answer_bytes} bytes")
+            return Verdict.deny(Reason.INVALID_PASSWORD, "password-too-long")
         conversation = _LoginConversation(self, password, attempt)
         try:
             verdict = self._authenticate(user, attempt, conversation)
@@ -243,10 +282,10 @@ class PamBackend:
         unless this backend authenticated the same login and already ran
         pam_acct_mgmt on that login's handle (then that result stands)."""
         if identity.backend == self.name and self._accounted.take((identity.session_id, identity.username)):
-            return Verdict.allow(detail="pam_acct_mgmt passed on the login's handle")
+            return Verdict.allow(detail="acct-mgmt-on-login-handle")
         user = self._encode(identity.username)
         if user is None:
-            return Verdict.deny(Reason.INVALID_USERNAME, f"username contains NUL or is not {self.encoding}")
+            return Verdict.deny(Reason.INVALID_USERNAME, "username-not-encodable")
         conversation = _AccountConversation(self)
         from nxauth.backends.pam.libpam import PamStartError
 
@@ -260,14 +299,13 @@ class PamBackend:
                 text = tx.strerror(code)
         except PamStartError as exc:
             log.warning("PAM service %s: %s", self.service, exc)
-            return Verdict.deny(Reason.BACKEND_ERROR, str(exc))
+            return Verdict.deny(Reason.BACKEND_ERROR, "pam-start-failed")
         if code != self._pam.SUCCESS:
-            detail = f"pam_acct_mgmt: {text} ({code})"
-            if conversation.messages:
-                detail += "; " + "; ".join(conversation.messages)
-            return Verdict.deny(self._reason(code, conversation.failure), detail[:500])
+            # the module's messages are its free text: counted, not kept (see Attempt.info)
+            log.info("PAM service %s: pam_acct_mgmt: %s (%d)", self.service, text, code)
+            return Verdict.deny(self._reason(code, conversation.failure), _code_word("acct-mgmt", code))
         if final != user:
-            return Verdict.deny(Reason.NAME_MISMATCH, f"PAM ended with user {self._show(final)}")
+            return Verdict.deny(Reason.NAME_MISMATCH, "pam-user-changed")
         return Verdict.allow()
 
     # ------------------------------------------------------------ the auth role
@@ -290,47 +328,45 @@ class PamBackend:
                 text = tx.strerror(code)
         except PamStartError as exc:
             log.warning("PAM service %s: %s", self.service, exc)
-            return Verdict.deny(Reason.BACKEND_ERROR, str(exc))
+            return Verdict.deny(Reason.BACKEND_ERROR, "pam-start-failed")
         if code == pam.SUCCESS:
             return self._identify(final, attempt.username)
         reason = self._reason(code, conversation.failure)
-        detail = f"{step}: {text} ({code})"
+        log.info("PAM service %s: %s: %s (%d)", self.service, step, text, code)
+        detail = _code_word("authenticate" if step == "pam_authenticate" else "acct-mgmt", code)
         if conversation.failure is not None:
-            detail = f"{conversation.failure[1]}; {detail}"
+            detail = conversation.failure[1]
         elif code == pam.AUTH_ERR and step == "pam_authenticate" and self._shadow_locked(user):
             reason = Reason.ACCOUNT_LOCKED
-            detail += "; the shadow password is locked"
+            detail = "shadow-password-locked"
         return Verdict.deny(reason, detail)
 
     def _identify(self, final: bytes | None, canonical: str) -> Verdict:
         """The name PAM ended with, through NSS, checked against ``canonical``."""
         if final is None:
-            return Verdict.deny(Reason.BACKEND_ERROR, "PAM_USER is unset after authentication")
+            return Verdict.deny(Reason.BACKEND_ERROR, "pam-user-unset")
         try:
             name = final.decode(self.encoding)
         except UnicodeError:
-            return Verdict.deny(Reason.NAME_MISMATCH, f"PAM ended with user {self._show(final)}, not {self.encoding}")
+            return Verdict.deny(Reason.NAME_MISMATCH, "pam-user-not-encodable")
         attributes: dict[str, Any] = {}
         try:
             entry = pwd.getpwnam(os.fsdecode(final))
         except (KeyError, ValueError):
             if self.nss == "require":
-                return Verdict.deny(Reason.UNKNOWN_USER, f"PAM user {self._show(final)} not found through NSS")
+                return Verdict.deny(Reason.UNKNOWN_USER, "pam-user-not-in-nss")
         else:
             try:
                 name = os.fsencode(entry.pw_name).decode(self.encoding)
             except UnicodeError:
-                return Verdict.deny(Reason.NAME_MISMATCH, f"NSS name of {self._show(final)} is not {self.encoding}")
+                return Verdict.deny(Reason.NAME_MISMATCH, "nss-name-not-encodable")
             attributes = {"uid": entry.pw_uid, "gid": entry.pw_gid, "home": entry.pw_dir, "shell": entry.pw_shell}
         try:
             same = name == canonical or self._canonical(name) == canonical
         except InvalidUsername:
             same = False
         if not same:
-            return Verdict.deny(
-                Reason.NAME_MISMATCH,
-                f"PAM ended with user {escape_for_log(name)!r}, not {escape_for_log(canonical)!r}",
-            )
+            return Verdict.deny(Reason.NAME_MISMATCH, "pam-user-changed")
         return Verdict.allow(username=name, attributes=attributes)
 
     # ------------------------------------------------------------ helpers
@@ -341,7 +377,7 @@ class PamBackend:
             code = tx.set_item(item, value)
             if code != self._pam.SUCCESS:
                 tx.status = code
-                return Verdict.deny(Reason.BACKEND_ERROR, f"pam_set_item({item}): {tx.strerror(code)} ({code})")
+                return Verdict.deny(Reason.BACKEND_ERROR, _code_word("set-item", code))
         return None
 
     def reason_for(self, code: int) -> Reason:
@@ -432,7 +468,7 @@ class _AccountConversation(_Conversation):
             if style in (pam.ERROR_MSG, pam.TEXT_INFO):
                 self.note(style, raw)
             else:
-                self.fail(Reason.CONVERSATION_UNAVAILABLE, "PAM asked a question during the account step")
+                self.fail(Reason.CONVERSATION_UNAVAILABLE, "question-in-account-step")
                 raise _Refused
         return [None] * len(items)
 
@@ -469,7 +505,7 @@ class _LoginConversation(_Conversation):
                     self.note(style, raw)
                     answers.append(None)
                 else:
-                    self.fail(Reason.CONVERSATION_FAILED, f"unsupported PAM message style {style}")
+                    self.fail(Reason.CONVERSATION_FAILED, "unsupported-message-style")
                     raise _Refused
         except BaseException:
             for answer in answers:
@@ -482,25 +518,25 @@ class _LoginConversation(_Conversation):
         prompt = raw.decode(self._encoding, "replace")
         try:
             answer = self._attempt.ask(prompt, echo)
-        except ConversationUnavailable as exc:
-            self.fail(Reason.CONVERSATION_UNAVAILABLE, escape_for_log(str(exc), 200, quoted=True))
+        except ConversationUnavailable:
+            self.fail(Reason.CONVERSATION_UNAVAILABLE, "no-conversation")
             raise _Refused from None
-        except Exception as exc:  # noqa: BLE001 - the host's callback failed: the login fails
-            self.fail(Reason.CONVERSATION_FAILED, f"the conversation raised {type(exc).__name__}")
+        except Exception:  # noqa: BLE001 - the host's callback failed: the login fails
+            self.fail(Reason.CONVERSATION_FAILED, "conversation-raised")
             raise _Refused from None
         value = answer.reveal()
         try:
             if "\x00" in value:
-                self.fail(Reason.CONVERSATION_FAILED, "NUL in an answer")
+                self.fail(Reason.CONVERSATION_FAILED, "nul-in-answer")
                 raise _Refused
             try:
                 encoded = bytearray(value, self._encoding)
             except UnicodeError:
-                self.fail(Reason.CONVERSATION_FAILED, f"an answer cannot be encoded in {self._encoding}")
+                self.fail(Reason.CONVERSATION_FAILED, "answer-not-encodable")
                 raise _Refused from None
             if len(encoded) > self._limit:
                 encoded[:] = bytes(len(encoded))
-                self.fail(Reason.CONVERSATION_FAILED, f"an answer is longer than {self._limit} bytes")
+                self.fail(Reason.CONVERSATION_FAILED, "answer-too-long")
                 raise _Refused
             return encoded
         finally:
