@@ -170,25 +170,28 @@ class Throttle:
         now = self.clock()
         since = now - self.config.window
         token = secrets.randbits(62) + 1
+        names = [key for key, _ in keys]
+        marks = ",".join("?" * len(keys))  # placeholders only: no value is formatted into SQL
         with self._store().transaction() as tx:
-            _purge(tx, keys, since)
+            _purge(tx, names, since)
+            rows = tx.execute(
+                f"SELECT key, locked_until, lockouts FROM throttle_locks WHERE key IN ({marks}) AND locked_until > ? "  # noqa: S608
+                f"UNION ALL SELECT key, NULL, count(*) FROM throttle_failures WHERE key IN ({marks}) GROUP BY key",
+                (*names, now, *names),
+            ).fetchall()
+            limits = dict(keys)
             refused: Lockout | None = None
-            for key, limit in keys:
-                lock = tx.execute(
-                    "SELECT locked_until, lockouts FROM throttle_locks WHERE key = ? AND locked_until > ?", (key, now)
-                ).fetchone()
-                if lock is not None:
-                    refused = _latest((refused, Lockout(key, float(lock[0]), int(lock[1]))))
-                    continue
-                (count,) = tx.execute(
-                    "SELECT count(*) FROM throttle_failures WHERE key = ? AND at >= ?", (key, since)
-                ).fetchone()
-                if count >= limit:  # full of failures and attempts in flight: wait for them
+            for key, until, number in rows:
+                if until is not None:  # locked
+                    refused = _latest((refused, Lockout(key, float(until), int(number))))
+                elif number >= limits[key]:  # full of failures and attempts in flight: wait for them
                     refused = _latest((refused, Lockout(key, now, 0)))
             if refused is not None:
                 return refused
-            for key, _ in keys:
-                tx.execute("INSERT INTO throttle_failures (key, at, token) VALUES (?, ?, ?)", (key, now, token))
+            tx.execute(
+                "INSERT INTO throttle_failures (key, at, token) VALUES " + ",".join(["(?, ?, ?)"] * len(keys)),  # noqa: S608
+                [value for key in names for value in (key, now, token)],
+            )
             if next(self._reservations) % SWEEP_EVERY == 0:
                 self._sweep(tx, now)
         return Reservation(token, keys, username)
@@ -201,17 +204,24 @@ class Throttle:
         account must not launder an attacker's address); a release only
         removes the reservation."""
         now = self.clock()
+        token = reservation.token
         with self._store().transaction() as tx:
-            tx.execute("DELETE FROM throttle_failures WHERE token = ?", (reservation.token,))
             if result is Settle.FAILURE:
-                # a failure of now (counted again even if a purge took the
-                # reservation: an attempt longer than the window)
+                # the reservation becomes a failure (of the attempt's start)
+                settled = tx.execute("UPDATE throttle_failures SET token = NULL WHERE token = ?", (token,)).rowcount
+                if settled == len(reservation.keys):
+                    return self._lock(tx, reservation.keys, now)
+                # a purge took it (an attempt longer than the window): counted as of now
+                tx.execute("DELETE FROM throttle_failures WHERE token = ?", (token,))
                 return self._fail(tx, reservation.keys, now)
+            tx.execute("DELETE FROM throttle_failures WHERE token = ?", (token,))
             if result is Settle.SUCCESS:
-                for key, _ in reservation.keys:
-                    if key.startswith(("pair:", "user:")):  # others' reservations in flight stay
-                        tx.execute("DELETE FROM throttle_failures WHERE key = ? AND token IS NULL", (key,))
-                        tx.execute("DELETE FROM throttle_locks WHERE key = ?", (key,))
+                cleared = [key for key, _ in reservation.keys if key.startswith(("pair:", "user:"))]
+                if cleared:
+                    marks = ",".join("?" * len(cleared))
+                    # others' reservations in flight stay
+                    tx.execute(f"DELETE FROM throttle_failures WHERE key IN ({marks}) AND token IS NULL", cleared)  # noqa: S608
+                    tx.execute(f"DELETE FROM throttle_locks WHERE key IN ({marks})", cleared)  # noqa: S608
         return None
 
     def try_settle(self, reservation: Reservation | None, result: Settle) -> bool:
@@ -244,15 +254,26 @@ class Throttle:
             self.settle(Reservation(0, keys, username), Settle.SUCCESS)
 
     def _fail(self, tx: Transaction, keys: Sequence[tuple[str, int]], now: float) -> Lockout | None:
+        names = [key for key, _ in keys]
+        _purge(tx, names, now - self.config.window)
+        tx.execute(
+            "INSERT INTO throttle_failures (key, at) VALUES " + ",".join(["(?, ?)"] * len(names)),  # noqa: S608
+            [value for key in names for value in (key, now)],
+        )
+        return self._lock(tx, keys, now)
+
+    def _lock(self, tx: Transaction, keys: Sequence[tuple[str, int]], now: float) -> Lockout | None:
+        """Lock out every key whose count reached its limit; the longest lockout caused."""
         cfg = self.config
+        limits = dict(keys)
+        marks = ",".join("?" * len(keys))
+        counts = tx.execute(
+            f"SELECT key, count(*) FROM throttle_failures WHERE key IN ({marks}) AND at >= ? GROUP BY key",  # noqa: S608
+            (*limits, now - cfg.window),
+        ).fetchall()
         caused: Lockout | None = None
-        _purge(tx, keys, now - cfg.window)
-        for key, limit in keys:
-            tx.execute("INSERT INTO throttle_failures (key, at) VALUES (?, ?)", (key, now))
-            (count,) = tx.execute(
-                "SELECT count(*) FROM throttle_failures WHERE key = ? AND at >= ?", (key, now - cfg.window)
-            ).fetchone()
-            if count < limit:
+        for key, count in counts:
+            if count < limits[key]:
                 continue
             row = tx.execute("SELECT lockouts, last_lockout FROM throttle_locks WHERE key = ?", (key,)).fetchone()
             lockouts = 0
@@ -323,7 +344,7 @@ def _latest(locks: Iterable[Lockout | None]) -> Lockout | None:
     return best
 
 
-def _purge(tx: Transaction, keys: Sequence[tuple[str, int]], since: float) -> None:
+def _purge(tx: Transaction, names: Sequence[str], since: float) -> None:
     """Expired failures of the keys an attempt touches."""
-    for key, _ in keys:
-        tx.execute("DELETE FROM throttle_failures WHERE key = ? AND at < ?", (key, since))
+    marks = ",".join("?" * len(names))
+    tx.execute(f"DELETE FROM throttle_failures WHERE key IN ({marks}) AND at < ?", (*names, since))  # noqa: S608
