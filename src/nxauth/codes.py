@@ -49,6 +49,7 @@ class Reason(enum.Enum):
     RESTRICTED = "restricted"
     NAME_MISMATCH = "name-mismatch"
     LOCKED_OUT = "locked-out"
+    THROTTLE_UNAVAILABLE = "throttle-unavailable"
     CONVERSATION_UNAVAILABLE = "conversation-unavailable"
     CONVERSATION_FAILED = "conversation-failed"
     # any stage

@@ -20,9 +20,15 @@ LOG_LIMIT: Final = 100
 
 @final
 class InvalidUsername(NxauthError, ValueError):
-    """The username cannot be used; the message says why (no secret in it)."""
+    """The username cannot be used; the message says why (no secret in it),
+    :attr:`word` says it as an audit detail word."""
 
     __module__ = "nxauth"
+
+    def __init__(self, message: str, word: str = "invalid-username") -> None:
+        super().__init__(message)
+        #: why, as a detail word for the audit trail (``username-too-long``...)
+        self.word = word
 
 
 def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256) -> str:
@@ -33,21 +39,21 @@ def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256
     names longer than ``max_length`` characters (after normalization).
     """
     if not isinstance(raw, str):
-        raise InvalidUsername(f"a username is a str, not {type(raw).__name__}")
+        raise InvalidUsername(f"a username is a str, not {type(raw).__name__}", "username-not-a-str")
     if not raw:
-        raise InvalidUsername("empty username")
+        raise InvalidUsername("empty username", "username-empty")
     if len(raw) > max_length * 4:
-        raise InvalidUsername(f"username longer than {max_length} characters")
+        raise InvalidUsername(f"username longer than {max_length} characters", "username-too-long")
     name = unicodedata.normalize("NFC", raw)
     if case == "fold":
         name = unicodedata.normalize("NFC", name.casefold())
     if len(name) > max_length:
-        raise InvalidUsername(f"username longer than {max_length} characters")
+        raise InvalidUsername(f"username longer than {max_length} characters", "username-too-long")
     if name != name.strip() or raw != raw.strip():
-        raise InvalidUsername("leading or trailing white space")
+        raise InvalidUsername("leading or trailing white space", "username-outer-space")
     for char in name:
         if unicodedata.category(char) in _REFUSED_CATEGORIES:
-            raise InvalidUsername(f"control or unassigned character U+{ord(char):04X}")
+            raise InvalidUsername(f"control or unassigned character U+{ord(char):04X}", "username-control-character")
     return name
 
 

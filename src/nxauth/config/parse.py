@@ -133,10 +133,14 @@ def _networks(table: Options, key: str) -> tuple[Network, ...]:
 
 def _throttle(th: Options) -> ThrottleConfig:
     lockout = th.number("lockout", 60.0, minimum=1.0, maximum=_DAY * 30, unit=_SECONDS)
+    per_user = th.integer("max_user_failures", 10, minimum=1, maximum=10**6)
     return ThrottleConfig(
         enabled=th.boolean("enabled", True),
         window=th.number("window", 900.0, minimum=1.0, maximum=_DAY * 30, unit=_SECONDS),
-        max_user_failures=th.integer("max_user_failures", 10, minimum=1, maximum=10**6),
+        max_user_failures=per_user,
+        max_user_failures_all_sources=th.integer(
+            "max_user_failures_all_sources", 10 * per_user, minimum=per_user, maximum=10**7
+        ),
         max_source_failures=th.integer("max_source_failures", 30, minimum=1, maximum=10**6),
         lockout=lockout,
         max_lockout=th.number("max_lockout", max(3600.0, lockout), minimum=lockout, maximum=_DAY * 365, unit=_SECONDS),

@@ -102,6 +102,7 @@ class ThrottleConfig:
     lockout: float = 60.0
     max_lockout: float = 3600.0
     exempt: tuple[Network, ...] = ()
+    max_user_failures_all_sources: int = 100  # the configuration's default: 10 * max_user_failures
 
 
 @final

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 from nxauth.codes import Method, Outcome
 from nxauth.core.stack import Step, StepOutcome, evaluate
 from nxauth.core.stage1 import Caller
+from nxauth.core.throttle import Lockout, Settle
 from nxauth.details import UNDECLARED, is_detail_word
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
 from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant
@@ -447,12 +448,14 @@ class Session:
             username = auth.canonical_username(raw_username)
         except InvalidUsername as exc:
             self._record_failure(None)
-            self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=str(exc))
+            self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=exc.word)
         try:
-            lockout, dirty = auth.throttle.check_state(username, self.peer)
-        except StoreError:
-            self._fail(2, Reason.BACKEND_ERROR, Method.PASSWORD, username, detail="throttle-unavailable")
-        if lockout is not None:
+            reservation = auth.throttle.reserve(username, self.peer)  # check and reserve: one write
+        except StoreError as exc:
+            log.error("throttle: cannot reserve: %s", type(exc).__name__)
+            self._fail(2, Reason.THROTTLE_UNAVAILABLE, Method.PASSWORD, username)
+        if isinstance(reservation, Lockout):
+            lockout = reservation
             self._fail(
                 2,
                 Reason.LOCKED_OUT,
@@ -472,11 +475,12 @@ class Session:
                     detail=f"the backends allowed the login {late:.1f} s after its deadline; not honoured",
                 )
         except _Denied as denied:
-            if denied.reason not in NOT_COUNTED:
-                self._record_failure(username)
+            reason = denied.reason
+            if not auth.throttle.try_settle(reservation, Settle.RELEASE if reason in NOT_COUNTED else Settle.FAILURE):
+                reason = Reason.THROTTLE_UNAVAILABLE  # not counted: fail closed, audited
             self._fail(
                 2,
-                denied.reason,
+                reason,
                 Method.PASSWORD,
                 username,
                 outcome=denied.outcome,
@@ -485,6 +489,8 @@ class Session:
                 invalid_user=denied.reason in INVALID_USER_REASONS,
                 detail=denied.detail,
             )
+        if not auth.throttle.try_settle(reservation, Settle.SUCCESS):  # the count is not proven: deny
+            self._fail(2, Reason.THROTTLE_UNAVAILABLE, Method.PASSWORD, username, backend=identity.backend)
         if (
             not self._emit(
                 2, Outcome.ACCEPTED, Reason.OK, Method.PASSWORD, username, backend=identity.backend, detail=messages
@@ -492,10 +498,6 @@ class Session:
             and cfg.audit.required
         ):
             self._fail(2, Reason.AUDIT_FAILED, Method.PASSWORD, username, backend=identity.backend)
-        try:
-            auth.throttle.record_success(username, self.peer, dirty=dirty)
-        except StoreError as exc:
-            log.warning("throttle: cannot record success: %s", exc)
         self._identity = identity
         self._state = SessionState.AUTHENTICATED
         return identity

@@ -62,6 +62,14 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX transport_keys_lookup ON transport_keys (account, lookup);
     CREATE INDEX transport_keys_fingerprint ON transport_keys (fingerprint);
     """,
+    # 1 -> 2: throttle reservations (a failure row with the token of the attempt
+    # in flight), and the time indexes of the bounded purge
+    """
+    ALTER TABLE throttle_failures ADD COLUMN token INTEGER;
+    CREATE INDEX throttle_failures_token ON throttle_failures (token) WHERE token IS NOT NULL;
+    CREATE INDEX throttle_failures_at ON throttle_failures (at);
+    CREATE INDEX throttle_locks_last ON throttle_locks (last_lockout);
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 BUSY_TIMEOUT: Final = 30.0

@@ -76,7 +76,7 @@ def test_unlock(config: Path, capsys: pytest.CaptureFixture[str]) -> None:
     runtime_of(auth).throttle.record_failure("alice", Peer("198.51.100.7", 1))
     auth.close()
     assert main(["--config", str(config), "unlock", "--list", "--json"]) == EXIT_OK
-    assert [row["key"] for row in json.loads(capsys.readouterr().out)] == ["user:alice"]
+    assert [row["key"] for row in json.loads(capsys.readouterr().out)] == ["pair:addr:198.51.100.7 alice"]
     assert main(["--config", str(config), "unlock", "ALICE"]) == EXIT_OK
     assert "unlocked ALICE" in capsys.readouterr().out
     assert main(["--config", str(config), "unlock", "--list", "--json"]) == EXIT_OK

@@ -42,22 +42,31 @@ def test_source_keys() -> None:
     assert source_key("UNKNOWN") is None
 
 
-def test_user_lockout_after_limit_and_growth(tmp_path: Path, clock: Clock) -> None:
+def test_pair_lockout_after_limit_and_growth(tmp_path: Path, clock: Clock) -> None:
     throttle = make(tmp_path, clock, lockout=10.0, max_lockout=35.0)
     assert throttle.record_failure("alice", PEER) is None
     assert throttle.record_failure("alice", PEER) is None
     lock = throttle.record_failure("alice", PEER)
-    assert lock is not None and lock.key == "user:alice" and lock.until == clock.now + 10
-    assert throttle.check("alice", Peer("203.0.113.9", 1)) is not None  # per user, from anywhere
+    assert lock is not None and lock.key == "pair:addr:198.51.100.7 alice" and lock.until == clock.now + 10
+    assert throttle.check("alice", PEER) is not None
+    assert throttle.check("alice", Peer("203.0.113.9", 1)) is None  # the user from elsewhere still works
     clock.now += 11
     assert throttle.check("alice", PEER) is None
     for _ in range(3):
-        lock = throttle.record_failure("alice", Peer("203.0.113.9", 1))
+        lock = throttle.record_failure("alice", PEER)
     assert lock is not None and lock.until == clock.now + 20  # doubled
     clock.now += 21
     for _ in range(3):
-        lock = throttle.record_failure("alice", Peer("203.0.113.10", 1))
+        lock = throttle.record_failure("alice", PEER)
     assert lock is not None and lock.until == clock.now + 35  # capped
+
+
+def test_user_lockout_across_sources(tmp_path: Path, clock: Clock) -> None:
+    throttle = make(tmp_path, clock, max_user_failures_all_sources=6, max_source_failures=100)
+    for index in range(6):
+        lock = throttle.record_failure("alice", Peer(f"203.0.113.{index}", 1))
+    assert lock is not None and lock.key == "user:alice"
+    assert throttle.check("alice", Peer("192.0.2.1", 1)) is not None  # from every source
 
 
 def test_sliding_window_forgets_old_failures(tmp_path: Path, clock: Clock) -> None:
@@ -106,8 +115,8 @@ def test_state_survives_restart_and_unlock(tmp_path: Path, clock: Clock) -> None
         throttle.record_failure("alice", PEER)
     again = make(tmp_path, clock)
     assert again.check("alice", PEER) is not None
-    assert [lock.key for lock in again.status()] == ["user:alice"]
-    assert again.unlock("user:alice") >= 1
+    assert [lock.key for lock in again.status()] == ["pair:addr:198.51.100.7 alice"]
+    assert again.unlock("user:alice") >= 1  # a user's key lifts its pairs too
     assert again.check("alice", PEER) is None
 
 
