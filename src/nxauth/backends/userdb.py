@@ -139,9 +139,13 @@ def validate_username(raw: object, *, case: str = "fold", max_length: int = MAX_
     name = normalize_username(raw, case=case, max_length=min(max_length, MAX_USERNAME_LENGTH))
     for char in name:
         if char in _REFUSED_IN_NAMES:
-            raise InvalidUsername(f"{_REFUSED_IN_NAMES[char]} is not allowed in a username", "username-refused-character")
+            raise InvalidUsername(
+                f"{_REFUSED_IN_NAMES[char]} is not allowed in a username", "username-refused-character"
+            )
         if char.isspace():
-            raise InvalidUsername(f"white space (U+{ord(char):04X}) is not allowed in a username", "username-refused-character")
+            raise InvalidUsername(
+                f"white space (U+{ord(char):04X}) is not allowed in a username", "username-refused-character"
+            )
     if name.startswith("-"):
         raise InvalidUsername("a username cannot begin with '-'", "username-leading-dash")
     return name
