@@ -88,15 +88,23 @@ class LoggingSink:
             logger.handle(record)
 
 
-def _strict_syslog_handler(address: str) -> logging.Handler:
+def _strict_syslog_handler(address: str, timeout: float) -> logging.Handler:
     """A SysLogHandler (authpriv) that raises instead of printing a traceback
     to stderr, so a failing syslog is seen (and, with ``audit.required``,
-    denies).  ``logging.handlers`` is imported here: it is not cheap."""
+    denies), and whose socket sends with a timeout: a syslog that reads
+    nothing (a full datagram buffer) fails the send after ``timeout``
+    seconds instead of blocking every login.  SysLogHandler retries a failed
+    send once on a new socket, so one event costs at most twice ``timeout``.
+    ``logging.handlers`` is imported here: it is not cheap."""
     import logging.handlers
 
     class StrictSysLogHandler(logging.handlers.SysLogHandler):
         def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
             raise  # noqa: PLE0704 - called from inside emit's except block
+
+        def _connect_unixsocket(self, address: Any) -> None:
+            super()._connect_unixsocket(address)  # type: ignore[misc]
+            self.socket.settimeout(timeout)  # type: ignore[attr-defined]
 
     handler = StrictSysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
     handler.ident = f"nxauth[{os.getpid()}]: "
@@ -107,15 +115,16 @@ def _strict_syslog_handler(address: str) -> logging.Handler:
 class SyslogSink:
     """Sends each event to syslog with the authpriv facility, like sshd."""
 
-    def __init__(self, address: str = "/dev/log") -> None:
+    def __init__(self, address: str = "/dev/log", *, timeout: float = 0.025) -> None:
         self.address = address
+        self.timeout = timeout
         self._handler: logging.Handler | None = None
         self._lock = threading.Lock()
 
     def _get(self) -> logging.Handler:
         with self._lock:
             if self._handler is None:
-                self._handler = _strict_syslog_handler(self.address)
+                self._handler = _strict_syslog_handler(self.address, self.timeout)
             return self._handler
 
     @hookimpl
@@ -171,7 +180,8 @@ def sinks_from_config(audit: AuditConfig) -> list[tuple[object, str]]:
     if audit.log:
         sinks.append((LoggingSink(), "nxauth.audit.log"))
     if audit.syslog:
-        sinks.append((SyslogSink(audit.syslog_address), "nxauth.audit.syslog"))
+        # half the budget: SysLogHandler tries a failed send twice
+        sinks.append((SyslogSink(audit.syslog_address, timeout=audit.sink_timeout / 2), "nxauth.audit.syslog"))
     if audit.jsonl is not None:
         sinks.append((JsonLinesSink(audit.jsonl), "nxauth.audit.jsonl"))
     return sinks

@@ -8,23 +8,26 @@ before stage 1 succeeded; ``identity`` raises before stage 2 succeeded.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import enum
-import inspect
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from nxauth.codes import Method, Outcome
-from nxauth.core.stack import Step, StepOutcome, evaluate
+from nxauth.core.cancel import Cancel, async_relay, run_cancellable
+from nxauth.core.stack import Step, evaluate, merge_allowed
 from nxauth.core.stage1 import Caller
+from nxauth.core.trail import scrub as _scrub
+from nxauth.core.trail import trail_detail as _trail_detail
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
-from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant, Verdict
+from nxauth.model import Attempt, AuthEvent, Identity, Peer, Reason, Secret, TransportGrant
 from nxauth.usernames import InvalidUsername
 
 if TYPE_CHECKING:
@@ -222,19 +225,26 @@ class Session:
         count: bool = True,
         **extra: Any,
     ) -> NoReturn:
-        """Audit a denial, count the attempt, close the session at the limit, raise."""
-        self._emit(stage, outcome, reason, method, username, **extra)
-        self._deny(stage, reason, method, username, count=count)
+        """Audit a denial, count the attempt (also when a sink lets an
+        interrupt through), close the session at the limit, raise."""
+        try:
+            self._emit(stage, outcome, reason, method, username, **extra)
+        finally:
+            self._count(count, method, username)
+        raise AuthenticationFailed(stage, reason)
 
     def _deny(self, stage: int, reason: Reason, method: Method, username: str, *, count: bool = True) -> NoReturn:
         """A denial already audited: count the attempt, close the session at the limit, raise."""
+        self._count(count, method, username)
+        raise AuthenticationFailed(stage, reason)
+
+    def _count(self, count: bool, method: Method, username: str) -> None:
         if count:
             self._attempts += 1
             if self._attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
                 self._state = SessionState.CLOSED
                 self._challenges.clear()
                 self._emit(0, Outcome.REFUSED, Reason.TOO_MANY_ATTEMPTS, method, username, detail="session closed")
-        raise AuthenticationFailed(stage, reason)
 
     def _gate(self, stage: int, method: Method, username: str) -> None:
         if self._state is SessionState.CLOSED:
@@ -358,7 +368,11 @@ class Session:
         )
         if probe and decision.grant is not None:
             return decision.grant
-        decision = stage1.record(decision, session_id=self.id)
+        try:
+            decision = stage1.record(decision, session_id=self.id)
+        except BaseException:
+            self._count(True, method, account)  # an interrupt in a sink: no grant, the attempt counts
+            raise
         grant = decision.grant
         if grant is None:
             self._deny(1, decision.reason, method, account)
@@ -391,6 +405,11 @@ class Session:
         :meth:`abort`).  It does not interrupt a backend (each has its own
         ``timeout``), and the backends of a login already under way are
         all asked."""
+        return self._login_checked(username, password, conversation, deadline, None)
+
+    def _login_checked(
+        self, username: str, password: str | Secret, conversation: Any, deadline: Any, cancel: Cancel | None
+    ) -> Identity:
         if not isinstance(password, str | Secret):
             raise UsageError(f"password must be a str or nxauth.Secret, not {type(password).__name__}")
         if conversation is not None and not callable(conversation):
@@ -399,7 +418,7 @@ class Session:
             raise UsageError("deadline must be a time.monotonic() value")
         secret = Secret(password)
         with self._lock:
-            return self._login(username, secret, conversation, deadline)
+            return self._login(username, secret, conversation, deadline, cancel)
 
     async def login_async(
         self,
@@ -413,18 +432,21 @@ class Session:
         event loop never blocks.  ``conversation`` may be a coroutine function.
         A host that gives up waiting (``asyncio.wait_for``) should pass the
         same ``deadline``: the login still running in its thread then fails
-        instead of completing unseen."""
-        loop = asyncio.get_running_loop()
-        relay: ConversationCallback | None = conversation
-        if conversation is not None and inspect.iscoroutinefunction(conversation):
-            async_conversation = conversation
+        instead of completing unseen.  A cancelled call never leaves the
+        session authenticated: the login still running fails (``cancelled``,
+        audited and counted), and one that had just succeeded is taken back
+        (the session is closed, audited ``cancelled``)."""
+        relay = async_relay(conversation, asyncio.get_running_loop())
+        login = partial(self._login_checked, username, password, relay, deadline)
+        return await run_cancellable(self._auth.executor(), login, self._take_back)
 
-            def relay(prompt: str, echo: bool) -> Any:
-                return asyncio.run_coroutine_threadsafe(async_conversation(prompt, echo), loop).result()
-
-        return await loop.run_in_executor(
-            self._auth.executor(), lambda: self.login(username, password, conversation=relay, deadline=deadline)
-        )
+    def _take_back(self) -> None:
+        """A cancelled ``login_async`` whose login had just succeeded: nobody got the identity; drop it, close."""
+        identity, self._identity, self._state = self._identity, None, SessionState.CLOSED
+        if identity is not None:
+            self._emit(
+                2, Outcome.REFUSED, Reason.CANCELLED, Method.PASSWORD, identity.username, backend=identity.backend
+            )
 
     def _login(
         self,
@@ -432,6 +454,7 @@ class Session:
         password: Secret,
         conversation: ConversationCallback | None,
         deadline: float | None,
+        cancel: Cancel | None = None,
     ) -> Identity:
         shown = raw_username if isinstance(raw_username, str) else repr(type(raw_username))
         self._gate(2, Method.PASSWORD, shown)
@@ -442,6 +465,7 @@ class Session:
         except InvalidUsername as exc:
             self._record_failure(None)
             self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=str(exc))
+        who = (Method.PASSWORD, username)
         try:
             lockout, dirty = auth.throttle.check_state(username, self.peer)
         except StoreError as exc:
@@ -458,6 +482,8 @@ class Session:
         try:
             if deadline is not None and time.monotonic() >= deadline:
                 raise _Denied(Reason.LOGIN_TIMEOUT, outcome=Outcome.REFUSED, detail="the login deadline had passed")
+            if cancel is not None and cancel.cancelled:
+                raise _Denied(Reason.CANCELLED, outcome=Outcome.REFUSED)
             identity, messages = self._stage2(username, password, conversation)
             if deadline is not None and (late := time.monotonic() - deadline) >= 0:
                 raise _Denied(
@@ -465,6 +491,8 @@ class Session:
                     backend=identity.backend,
                     detail=f"the backends allowed the login {late:.1f} s after its deadline; not honoured",
                 )
+            if cancel is not None and cancel.cancelled:
+                raise _Denied(Reason.CANCELLED, backend=identity.backend)
         except _Denied as denied:
             if denied.reason not in NOT_COUNTED:
                 self._record_failure(username)
@@ -479,20 +507,31 @@ class Session:
                 invalid_user=denied.reason in INVALID_USER_REASONS,
                 detail=denied.detail,
             )
-        if (
-            not self._emit(
+        except BaseException as exc:  # interrupted (or a bug): no identity; audited, counted, raised as is
+            self._record_failure(username)
+            with contextlib.suppress(AuthenticationFailed):
+                self._fail(2, Reason.BACKEND_ERROR if isinstance(exc, Exception) else Reason.CANCELLED, *who)
+            raise
+        try:
+            recorded = self._emit(
                 2, Outcome.ACCEPTED, Reason.OK, Method.PASSWORD, username, backend=identity.backend, detail=messages
             )
-            and cfg.audit.required
-        ):
+        except BaseException:
+            self._count(True, *who)  # an interrupt in a sink: no identity
+            raise
+        if not recorded and cfg.audit.required:
             self._fail(2, Reason.AUDIT_FAILED, Method.PASSWORD, username, backend=identity.backend)
         try:
             auth.throttle.record_success(username, self.peer, dirty=dirty)
         except StoreError as exc:
             log.warning("throttle: cannot record success: %s", exc)
-        self._identity = identity
-        self._state = SessionState.AUTHENTICATED
+        if not (cancel or Cancel()).commit(partial(self._take, identity)):
+            self._record_failure(username)
+            self._fail(2, Reason.CANCELLED, *who, backend=identity.backend)
         return identity
+
+    def _take(self, identity: Identity) -> None:
+        self._identity, self._state = identity, SessionState.AUTHENTICATED
 
     def _record_failure(self, username: str | None) -> None:
         try:
@@ -537,12 +576,12 @@ class Session:
             )
         for outcome in result.allowed_by:
             reported = outcome.verdict.username
-            if reported is not None and reported != username and _canonical(auth, reported) != username:
+            if reported is not None and reported != username and auth.canonical_or_none(reported) != username:
                 raise _Denied(
                     Reason.NAME_MISMATCH, backend=outcome.name, detail=f"backend reported user {reported[:100]!r}"
                 )
         backend = result.allowed_by[0].name
-        groups, attributes = _merge(result.allowed_by)
+        groups, attributes = merge_allowed(result.allowed_by)
         identity = Identity(
             username, backend, self.peer, self.id, self._grant, groups, attributes, authenticated_at=auth.clock()
         )
@@ -550,7 +589,7 @@ class Session:
         if not account.allowed:
             detail = _scrub(account.verdict.detail, attempt.password)
             raise _Denied(account.verdict.reason, backend=account.decided_by, detail=detail)
-        more_groups, more_attributes = _merge(account.allowed_by)
+        more_groups, more_attributes = merge_allowed(account.allowed_by)
         if more_groups - groups or more_attributes.keys() - attributes.keys():
             identity = dataclasses.replace(
                 identity,
@@ -558,36 +597,3 @@ class Session:
                 attributes=MappingProxyType({**more_attributes, **attributes}),
             )
         return identity, _scrub("; ".join(f"msg: {m}" for m in attempt.messages), attempt.password)[:500]
-
-
-def _canonical(auth: Runtime, name: str) -> str | None:
-    try:
-        return auth.canonical_username(name)
-    except InvalidUsername:
-        return None
-
-
-def _merge(outcomes: Iterable[StepOutcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
-    groups: set[str] = set()
-    attributes: dict[str, Any] = {}
-    for outcome in outcomes:
-        verdict = outcome.verdict
-        if verdict.decision is Decision.ALLOW:
-            groups.update(verdict.groups)
-            for key, value in verdict.attributes.items():
-                attributes.setdefault(key, value)
-    return frozenset(groups), MappingProxyType(attributes)
-
-
-def _trail_detail(verdict: Verdict, attempt: Attempt) -> str:
-    parts: Sequence[str] = [verdict.detail] if verdict.detail else []
-    if attempt.messages:
-        parts = [*parts, *("msg: " + m for m in attempt.messages)]
-    return _scrub("; ".join(parts), attempt.password)[:500]
-
-
-def _scrub(text: str, password: Secret) -> str:
-    """Defence in depth: a backend's detail or message (an exception text, a
-    PAM message) must not carry the password into the audit trail."""
-    secret = password.reveal()
-    return text.replace(secret, "***") if secret and secret in text else text

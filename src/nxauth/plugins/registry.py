@@ -143,6 +143,19 @@ class BackendRegistry:
         self._conflicts.append(error)
         raise error
 
+    def add_builtin(self, module_name: str) -> None:
+        """Call the built-in module ``module_name``'s ``nxauth_register_backends``
+        as its owner (for nxauth's lean paths that run without pluggy)."""
+        import importlib
+
+        if module_name not in RESERVED_KINDS.values():
+            raise PluginError("not a built-in plugin", plugin=module_name)
+        self.current_plugin = self._builtin = module_name
+        try:
+            importlib.import_module(module_name).nxauth_register_backends(self)
+        finally:
+            self.current_plugin, self._builtin = "<code>", None
+
     @property
     def conflicts(self) -> tuple[PluginError, ...]:
         """The refused registrations (reserved or duplicate kinds), in order."""
