@@ -23,6 +23,7 @@ class Reason(enum.Enum):
     PROTOCOL_ERROR = "protocol-error"
     LOGIN_TIMEOUT = "login-timeout"
     CLIENT_GONE = "client-gone"
+    CANCELLED = "cancelled"
     # stage 1
     WRONG_ACCOUNT = "wrong-account"
     UNKNOWN_KEY = "unknown-key"

@@ -88,7 +88,12 @@ def make_identity(username: str, backend: str = "test", *, groups: Iterable[str]
 
 
 class RecordingSink:
-    """An audit sink that keeps every event (register it as a plugin)."""
+    """An audit sink that keeps every event (register it as a plugin).
+
+    Like nxauth's own sinks it runs in the caller's thread, so the events
+    are there when the login returns."""
+
+    __nxauth_inline_sink__ = True
 
     def __init__(self) -> None:
         self.events: list[AuthEvent] = []

@@ -155,6 +155,7 @@ def _audit(au: Options, path: Callable[[str | None], Path | None]) -> AuditConfi
         jsonl=path(au.string("jsonl")),
         required=au.boolean("required", False),
         syslog_address=au.string("syslog_address", "/dev/log"),
+        sink_timeout=au.number("sink_timeout", 0.05, above=0.0, maximum=10.0, unit=_SECONDS),
     )
 
 

@@ -113,6 +113,9 @@ class AuditConfig:
     jsonl: Path | None = None
     required: bool = False
     syslog_address: str = "/dev/log"
+    #: seconds the sinks together may take per event (default 50 ms); a sink
+    #: still running then is a failing sink (a deny with ``required``)
+    sink_timeout: float = 0.05
 
 
 @final

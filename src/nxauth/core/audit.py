@@ -11,6 +11,7 @@ import datetime
 import logging
 import os
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
 __all__ = ["JsonLinesSink", "LoggingSink", "SyslogSink", "format_event"]
 
 AUDIT_LOGGER = "nxauth.audit"
+#: After a syslog send timed out, how long sends do not wait (seconds).
+STUCK_SECONDS = 1.0
 
 
 def format_event(event: AuthEvent) -> str:
@@ -74,6 +77,8 @@ class LoggingSink:
     """Writes each event to the ``nxauth.audit`` logger: accepted at INFO,
     failed and refused at WARNING."""
 
+    __nxauth_inline_sink__ = True
+
     def __init__(self, logger: logging.Logger | None = None) -> None:
         self.logger = logger or logging.getLogger(AUDIT_LOGGER)
 
@@ -88,15 +93,26 @@ class LoggingSink:
             logger.handle(record)
 
 
-def _strict_syslog_handler(address: str) -> logging.Handler:
+def _strict_syslog_handler(address: str, sink: SyslogSink) -> logging.Handler:
     """A SysLogHandler (authpriv) that raises instead of printing a traceback
     to stderr, so a failing syslog is seen (and, with ``audit.required``,
-    denies).  ``logging.handlers`` is imported here: it is not cheap."""
+    denies), and whose socket sends with the sink's current timeout (see
+    :class:`SyslogSink`).  ``logging.handlers`` is imported here: it is not cheap."""
     import logging.handlers
 
     class StrictSysLogHandler(logging.handlers.SysLogHandler):
         def handleError(self, record: logging.LogRecord) -> None:  # noqa: N802 - logging's name
             raise  # noqa: PLE0704 - called from inside emit's except block
+
+        def _connect_unixsocket(self, address: Any) -> None:
+            super()._connect_unixsocket(address)  # type: ignore[misc]
+            self.socket.settimeout(sink.send_timeout())  # type: ignore[attr-defined]
+
+        def emit(self, record: logging.LogRecord) -> None:
+            sock = getattr(self, "socket", None)
+            if sock is not None and self.unixsocket:
+                sock.settimeout(sink.send_timeout())
+            super().emit(record)
 
     handler = StrictSysLogHandler(address=address, facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV)
     handler.ident = f"nxauth[{os.getpid()}]: "
@@ -105,17 +121,33 @@ def _strict_syslog_handler(address: str) -> logging.Handler:
 
 @final
 class SyslogSink:
-    """Sends each event to syslog with the authpriv facility, like sshd."""
+    """Sends each event to syslog with the authpriv facility, like sshd.
 
-    def __init__(self, address: str = "/dev/log") -> None:
+    A send waits at most ``timeout`` seconds for room in the socket (a
+    syslog that reads nothing fills it), then fails: the sink reports the
+    event as failing instead of blocking the login.  After a send that
+    timed out the socket is *stuck*: for :data:`STUCK_SECONDS` sends do not
+    wait at all (they succeed if there is room, fail at once if not), so a
+    dead syslog costs each login nothing but the failed send.  Python's
+    ``SysLogHandler`` retries a failed send once on a new socket."""
+
+    __nxauth_inline_sink__ = True
+
+    def __init__(self, address: str = "/dev/log", *, timeout: float = 0.005) -> None:
         self.address = address
+        self.timeout = timeout
+        self._stuck_until = 0.0
         self._handler: logging.Handler | None = None
         self._lock = threading.Lock()
+
+    def send_timeout(self) -> float:
+        """The timeout of the next send: 0 while the socket is stuck."""
+        return 0.0 if time.monotonic() < self._stuck_until else self.timeout
 
     def _get(self) -> logging.Handler:
         with self._lock:
             if self._handler is None:
-                self._handler = _strict_syslog_handler(self.address)
+                self._handler = _strict_syslog_handler(self.address, self)
             return self._handler
 
     @hookimpl
@@ -123,7 +155,12 @@ class SyslogSink:
         handler = self._get()
         level = logging.INFO if event.accepted else logging.WARNING
         record = logging.LogRecord(AUDIT_LOGGER, level, __file__, 0, "%s", (format_event(event),), None)
-        handler.emit(record)
+        try:
+            handler.emit(record)
+        except (TimeoutError, BlockingIOError):
+            self._stuck_until = time.monotonic() + STUCK_SECONDS
+            raise
+        self._stuck_until = 0.0
 
     def close(self) -> None:
         with self._lock:
@@ -135,6 +172,8 @@ class SyslogSink:
 @final
 class JsonLinesSink:
     """Appends each event as one JSON line to a file created with mode 0600."""
+
+    __nxauth_inline_sink__ = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -171,7 +210,8 @@ def sinks_from_config(audit: AuditConfig) -> list[tuple[object, str]]:
     if audit.log:
         sinks.append((LoggingSink(), "nxauth.audit.log"))
     if audit.syslog:
-        sinks.append((SyslogSink(audit.syslog_address), "nxauth.audit.syslog"))
+        # a few ms at most: SysLogHandler tries a failed send twice, then the socket is stuck
+        sinks.append((SyslogSink(audit.syslog_address, timeout=min(audit.sink_timeout, 0.005)), "nxauth.audit.syslog"))
     if audit.jsonl is not None:
         sinks.append((JsonLinesSink(audit.jsonl), "nxauth.audit.jsonl"))
     return sinks

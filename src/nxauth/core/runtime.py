@@ -18,11 +18,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
 from nxauth.config import Config, Control
+from nxauth.core.observers import Observers
 from nxauth.core.stage1 import Stage1
 from nxauth.core.throttle import Throttle
-from nxauth.plugins.manager import call_each
 from nxauth.store.sqlite import SqliteStore
-from nxauth.usernames import normalize_username
+from nxauth.usernames import InvalidUsername, normalize_username
 
 if TYPE_CHECKING:
     import pluggy
@@ -58,6 +58,7 @@ class Runtime:
     __slots__ = (
         "_executor",
         "_lock",
+        "_observers",
         "_pm",
         "_store",
         "_timeout_executor",
@@ -73,6 +74,7 @@ class Runtime:
         self.config = config
         self.clock = clock
         self._pm = pm
+        self._observers = Observers(pm, config.audit.sink_timeout)
         self._store: Store | None = None
         self._lock = threading.Lock()
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
@@ -86,15 +88,14 @@ class Runtime:
         """Set the built backends and stacks (once, while the authenticator is built)."""
         self.backends = backends
         self.plan = plan
+        self._observers.refresh()
         self.stage1 = Stage1(self.config, backends, self.emit, self.clock)
 
     def emit(self, event: AuthEvent) -> bool:
         """Hand ``event`` to every ``nxauth_auth_event`` implementation, each on
-        its own, in pluggy's order; False if any of them failed."""
-        failed = call_each(self._pm, "nxauth_auth_event", {"event": event})
-        for plugin, exc in failed:  # a failing sink never stops the others
-            log.error("audit sink %s failed: %s", plugin, type(exc).__name__)  # the type: no free text
-        return not failed
+        its own and bounded by ``audit.sink_timeout``; False if any of them
+        failed or overran (see :mod:`nxauth.core.observers`)."""
+        return self._observers.emit(event)
 
     @property
     def store(self) -> Store:
@@ -137,8 +138,16 @@ class Runtime:
         cfg = self.config.usernames
         return normalize_username(username, case=cfg.case, max_length=cfg.max_length)
 
+    def canonical_or_none(self, username: object) -> str | None:
+        """The canonical form of ``username``, or ``None`` if it is invalid."""
+        try:
+            return self.canonical_username(username)
+        except InvalidUsername:
+            return None
+
     def close(self) -> None:
         """Stop the pools (without waiting) and close the store."""
+        self._observers.close()
         for pool in (self._executor, self._timeout_executor):
             if pool is not None:
                 pool.shutdown(wait=False, cancel_futures=True)

@@ -8,25 +8,24 @@ before stage 1 succeeded; ``identity`` raises before stage 2 succeeded.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import contextlib
 import enum
-import inspect
 import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable
 from functools import partial
-from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from nxauth.codes import Method, Outcome
-from nxauth.core.stack import Step, StepOutcome, evaluate
+from nxauth.core.cancel import Cancel, async_relay, run_cancellable
 from nxauth.core.stage1 import Caller
+from nxauth.core.stage2 import INVALID_USER_REASONS, NOT_COUNTED, Denied, decide
 from nxauth.core.throttle import Lockout, Settle
 from nxauth.details import UNDECLARED, is_detail_word
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
-from nxauth.model import Attempt, AuthEvent, Decision, Identity, Peer, Reason, Secret, TransportGrant
+from nxauth.model import AuthEvent, Identity, Peer, Reason, Secret, TransportGrant
 from nxauth.usernames import InvalidUsername
 
 if TYPE_CHECKING:
@@ -41,23 +40,6 @@ _NONE: Final[frozenset[str]] = frozenset()
 
 SSHSIG_NAMESPACE: Final = "nxauth"
 MAX_CHALLENGES: Final = 4
-# Failures that say nothing about the user's guess: not counted by the throttle.
-NOT_COUNTED: Final = frozenset(
-    {
-        Reason.LOCKED_OUT,
-        Reason.STAGE_ORDER,
-        Reason.SESSION_CLOSED,
-        Reason.ALREADY_AUTHENTICATED,
-        Reason.TOO_MANY_ATTEMPTS,
-        Reason.BACKEND_ERROR,
-        Reason.TIMEOUT,
-        Reason.CONVERSATION_UNAVAILABLE,
-        Reason.AUDIT_FAILED,
-        Reason.LOGIN_TIMEOUT,
-    }
-)
-INVALID_USER_REASONS: Final = frozenset({Reason.UNKNOWN_USER, Reason.NO_DECISION})
-
 ConversationCallback = Callable[[str, bool], Any]
 
 
@@ -68,18 +50,6 @@ class SessionState(enum.Enum):
     TRANSPORT_OK = "transport-ok"
     AUTHENTICATED = "authenticated"
     CLOSED = "closed"
-
-
-class _Denied(Exception):
-    """Internal: a stage-2 denial on its way to the public edge."""
-
-    def __init__(
-        self, reason: Reason, *, outcome: Outcome = Outcome.FAILED, backend: str | None = None, detail: str = ""
-    ):
-        self.reason = reason
-        self.outcome = outcome
-        self.backend = backend
-        self.detail = detail
 
 
 @final
@@ -229,19 +199,26 @@ class Session:
         count: bool = True,
         **extra: Any,
     ) -> NoReturn:
-        """Audit a denial, count the attempt, close the session at the limit, raise."""
-        self._emit(stage, outcome, reason, method, username, **extra)
-        self._deny(stage, reason, method, username, count=count)
+        """Audit a denial, count the attempt (also when a sink lets an
+        interrupt through), close the session at the limit, raise."""
+        try:
+            self._emit(stage, outcome, reason, method, username, **extra)
+        finally:
+            self._count(count, method, username)
+        raise AuthenticationFailed(stage, reason)
 
     def _deny(self, stage: int, reason: Reason, method: Method, username: str, *, count: bool = True) -> NoReturn:
         """A denial already audited: count the attempt, close the session at the limit, raise."""
+        self._count(count, method, username)
+        raise AuthenticationFailed(stage, reason)
+
+    def _count(self, count: bool, method: Method, username: str) -> None:
         if count:
             self._attempts += 1
             if self._attempts >= self._auth.config.session.max_attempts and self._state is not SessionState.CLOSED:
                 self._state = SessionState.CLOSED
                 self._challenges.clear()
-                self._emit(0, Outcome.REFUSED, Reason.TOO_MANY_ATTEMPTS, method, username, detail="session closed")
-        raise AuthenticationFailed(stage, reason)
+                self._emit(0, Outcome.REFUSED, Reason.TOO_MANY_ATTEMPTS, method, username, detail="session-closed")
 
     def _gate(self, stage: int, method: Method, username: str) -> None:
         if self._state is SessionState.CLOSED:
@@ -250,10 +227,10 @@ class Session:
             self._fail(stage, Reason.ALREADY_AUTHENTICATED, method, username, outcome=Outcome.REFUSED, count=False)
         if stage == 1 and self._state is not SessionState.NEW:
             self._fail(
-                1, Reason.STAGE_ORDER, method, username, outcome=Outcome.REFUSED, detail="transport already granted"
+                1, Reason.STAGE_ORDER, method, username, outcome=Outcome.REFUSED, detail="transport-already-granted"
             )
         if stage == 2 and self._state is not SessionState.TRANSPORT_OK:
-            self._fail(2, Reason.STAGE_ORDER, method, username, outcome=Outcome.REFUSED, detail="no transport grant")
+            self._fail(2, Reason.STAGE_ORDER, method, username, outcome=Outcome.REFUSED, detail="no-transport-grant")
 
     # ------------------------------------------------------------ stage 1
 
@@ -329,7 +306,7 @@ class Session:
                     Method.SSHSIG,
                     account,
                     fingerprint=fingerprint,
-                    detail=f"namespace {sig.namespace[:40]!r}",
+                    detail="wrong-namespace",
                 )
             if not live:
                 self._fail(
@@ -338,7 +315,7 @@ class Session:
                     Method.SSHSIG,
                     account,
                     fingerprint=fingerprint,
-                    detail="no live challenge (expired, replayed or never issued)",
+                    detail="no-live-challenge",
                 )
             checks = (verify_sshsig_detailed(sig, nonce.encode("ascii"), SSHSIG_NAMESPACE) for nonce in live)
             check = next((c for c in checks if c.valid), None)
@@ -365,7 +342,11 @@ class Session:
         )
         if probe and decision.grant is not None:
             return decision.grant
-        decision = stage1.record(decision, session_id=self.id)
+        try:
+            decision = stage1.record(decision, session_id=self.id)
+        except BaseException:
+            self._count(True, method, account)  # an interrupt in a sink: no grant, the attempt counts
+            raise
         grant = decision.grant
         if grant is None:
             self._deny(1, decision.reason, method, account)
@@ -398,6 +379,11 @@ class Session:
         :meth:`abort`).  It does not interrupt a backend (each has its own
         ``timeout``), and the backends of a login already under way are
         all asked."""
+        return self._login_checked(username, password, conversation, deadline, None)
+
+    def _login_checked(
+        self, username: str, password: str | Secret, conversation: Any, deadline: Any, cancel: Cancel | None
+    ) -> Identity:
         if not isinstance(password, str | Secret):
             raise UsageError(f"password must be a str or nxauth.Secret, not {type(password).__name__}")
         if conversation is not None and not callable(conversation):
@@ -406,7 +392,7 @@ class Session:
             raise UsageError("deadline must be a time.monotonic() value")
         secret = Secret(password)
         with self._lock:
-            return self._login(username, secret, conversation, deadline)
+            return self._login(username, secret, conversation, deadline, cancel)
 
     async def login_async(
         self,
@@ -420,18 +406,21 @@ class Session:
         event loop never blocks.  ``conversation`` may be a coroutine function.
         A host that gives up waiting (``asyncio.wait_for``) should pass the
         same ``deadline``: the login still running in its thread then fails
-        instead of completing unseen."""
-        loop = asyncio.get_running_loop()
-        relay: ConversationCallback | None = conversation
-        if conversation is not None and inspect.iscoroutinefunction(conversation):
-            async_conversation = conversation
+        instead of completing unseen.  A cancelled call never leaves the
+        session authenticated: the login still running fails (``cancelled``,
+        audited and counted), and one that had just succeeded is taken back
+        (the session is closed, audited ``cancelled``)."""
+        relay = async_relay(conversation, asyncio.get_running_loop())
+        login = partial(self._login_checked, username, password, relay, deadline)
+        return await run_cancellable(self._auth.executor(), login, self._take_back)
 
-            def relay(prompt: str, echo: bool) -> Any:
-                return asyncio.run_coroutine_threadsafe(async_conversation(prompt, echo), loop).result()
-
-        return await loop.run_in_executor(
-            self._auth.executor(), lambda: self.login(username, password, conversation=relay, deadline=deadline)
-        )
+    def _take_back(self) -> None:
+        """A cancelled ``login_async`` whose login had just succeeded: nobody got the identity; drop it, close."""
+        identity, self._identity, self._state = self._identity, None, SessionState.CLOSED
+        if identity is not None:
+            self._emit(
+                2, Outcome.REFUSED, Reason.CANCELLED, Method.PASSWORD, identity.username, backend=identity.backend
+            )
 
     def _login(
         self,
@@ -439,6 +428,7 @@ class Session:
         password: Secret,
         conversation: ConversationCallback | None,
         deadline: float | None,
+        cancel: Cancel | None = None,
     ) -> Identity:
         shown = raw_username if isinstance(raw_username, str) else repr(type(raw_username))
         self._gate(2, Method.PASSWORD, shown)
@@ -449,6 +439,7 @@ class Session:
         except InvalidUsername as exc:
             self._record_failure(None)
             self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=exc.word)
+        who = (Method.PASSWORD, username)
         try:
             reservation = auth.throttle.reserve(username, self.peer)  # check and reserve: one write
         except StoreError as exc:
@@ -462,19 +453,21 @@ class Session:
                 Method.PASSWORD,
                 username,
                 outcome=Outcome.REFUSED,
-                detail=f"{lockout.key} locked for {max(0.0, lockout.until - auth.clock()):.0f}s more",
+                detail=f"locked={lockout.key.split(':', 1)[0]} seconds={max(0.0, lockout.until - auth.clock()):.0f}",
             )
         try:
             if deadline is not None and time.monotonic() >= deadline:
-                raise _Denied(Reason.LOGIN_TIMEOUT, outcome=Outcome.REFUSED, detail="the login deadline had passed")
-            identity, messages = self._stage2(username, password, conversation)
-            if deadline is not None and (late := time.monotonic() - deadline) >= 0:
-                raise _Denied(
-                    Reason.LOGIN_TIMEOUT,
-                    backend=identity.backend,
-                    detail=f"the backends allowed the login {late:.1f} s after its deadline; not honoured",
-                )
-        except _Denied as denied:
+                raise Denied(Reason.LOGIN_TIMEOUT, outcome=Outcome.REFUSED, detail="deadline-passed")
+            if cancel is not None and cancel.cancelled:
+                raise Denied(Reason.CANCELLED, outcome=Outcome.REFUSED)
+            identity, messages = decide(
+                auth, username, password, conversation, peer=self.peer, session_id=self.id, grant=self._grant
+            )
+            if deadline is not None and time.monotonic() >= deadline:
+                raise Denied(Reason.LOGIN_TIMEOUT, backend=identity.backend, detail="allowed-after-deadline")
+            if cancel is not None and cancel.cancelled:
+                raise Denied(Reason.CANCELLED, backend=identity.backend)
+        except Denied as denied:
             reason = denied.reason
             if not auth.throttle.try_settle(reservation, Settle.RELEASE if reason in NOT_COUNTED else Settle.FAILURE):
                 reason = Reason.THROTTLE_UNAVAILABLE  # not counted: fail closed, audited
@@ -489,18 +482,29 @@ class Session:
                 invalid_user=denied.reason in INVALID_USER_REASONS,
                 detail=denied.detail,
             )
+        except BaseException as exc:  # interrupted (or a bug): no identity; audited, counted, raised as is
+            auth.throttle.try_settle(reservation, Settle.FAILURE)
+            with contextlib.suppress(AuthenticationFailed):
+                self._fail(2, Reason.BACKEND_ERROR if isinstance(exc, Exception) else Reason.CANCELLED, *who)
+            raise
         if not auth.throttle.try_settle(reservation, Settle.SUCCESS):  # the count is not proven: deny
             self._fail(2, Reason.THROTTLE_UNAVAILABLE, Method.PASSWORD, username, backend=identity.backend)
-        if (
-            not self._emit(
+        try:
+            recorded = self._emit(
                 2, Outcome.ACCEPTED, Reason.OK, Method.PASSWORD, username, backend=identity.backend, detail=messages
             )
-            and cfg.audit.required
-        ):
+        except BaseException:
+            self._count(True, *who)  # an interrupt in a sink: no identity
+            raise
+        if not recorded and cfg.audit.required:
             self._fail(2, Reason.AUDIT_FAILED, Method.PASSWORD, username, backend=identity.backend)
-        self._identity = identity
-        self._state = SessionState.AUTHENTICATED
+        if not (cancel or Cancel()).commit(partial(self._take, identity)):
+            self._record_failure(username)
+            self._fail(2, Reason.CANCELLED, *who, backend=identity.backend)
         return identity
+
+    def _take(self, identity: Identity) -> None:
+        self._identity, self._state = identity, SessionState.AUTHENTICATED
 
     def _record_failure(self, username: str | None) -> None:
         try:
@@ -510,89 +514,3 @@ class Session:
             return
         if lockout is not None:
             log.warning("throttle: %s locked out until %.0f", lockout.key, lockout.until)
-
-    def _stage2(
-        self, username: str, password: Secret, conversation: ConversationCallback | None
-    ) -> tuple[Identity, str]:
-        """The stacks; returns the identity and the backends' messages (PAM
-        info text, ...) for the accepted event."""
-        auth = self._auth
-        cfg = auth.config
-        if password.is_empty():
-            raise _Denied(Reason.EMPTY_PASSWORD, outcome=Outcome.REFUSED)
-        value = password.reveal()
-        limit = cfg.session.max_password_bytes
-        if len(value) > limit or len(value.encode("utf-8", "surrogatepass")) > limit:
-            raise _Denied(
-                Reason.INVALID_PASSWORD, outcome=Outcome.REFUSED, detail=f"password longer than {limit} bytes"
-            )
-        if "\x00" in value:
-            raise _Denied(Reason.INVALID_PASSWORD, outcome=Outcome.REFUSED, detail="NUL in password")
-        del value
-        attempt = Attempt(
-            username,
-            password,
-            peer=self.peer,
-            session_id=self.id,
-            transport=self._grant,
-            conversation=conversation,
-        )
-        timeouts = auth.timeout_executor() if auth.plan.needs_timeouts else None
-        details = auth.plan.details
-        result = evaluate(
-            [Step(n, c, partial(m, attempt), t, details.get(n, _NONE)) for n, c, m, t in auth.plan.auth], timeouts
-        )
-        if not result.allowed:
-            raise _Denied(
-                result.verdict.reason, backend=result.decided_by, detail=_messages(attempt, result.verdict.detail)
-            )
-        for outcome in result.allowed_by:
-            reported = outcome.verdict.username
-            if reported is not None and reported != username and _canonical(auth, reported) != username:
-                raise _Denied(Reason.NAME_MISMATCH, backend=outcome.name, detail="backend-reported-another-name")
-        backend = result.allowed_by[0].name
-        groups, attributes = _merge(result.allowed_by)
-        identity = Identity(
-            username, backend, self.peer, self.id, self._grant, groups, attributes, authenticated_at=auth.clock()
-        )
-        account = evaluate(
-            [Step(n, c, partial(m, identity), t, details.get(n, _NONE)) for n, c, m, t in auth.plan.account], timeouts
-        )
-        if not account.allowed:
-            raise _Denied(account.verdict.reason, backend=account.decided_by, detail=account.verdict.detail)
-        more_groups, more_attributes = _merge(account.allowed_by)
-        if more_groups - groups or more_attributes.keys() - attributes.keys():
-            identity = dataclasses.replace(
-                identity,
-                groups=groups | more_groups,
-                attributes=MappingProxyType({**more_attributes, **attributes}),
-            )
-        return identity, _messages(attempt)
-
-
-def _canonical(auth: Runtime, name: str) -> str | None:
-    try:
-        return auth.canonical_username(name)
-    except InvalidUsername:
-        return None
-
-
-def _merge(outcomes: Iterable[StepOutcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
-    groups: set[str] = set()
-    attributes: dict[str, Any] = {}
-    for outcome in outcomes:
-        verdict = outcome.verdict
-        if verdict.decision is Decision.ALLOW:
-            groups.update(verdict.groups)
-            for key, value in verdict.attributes.items():
-                attributes.setdefault(key, value)
-    return frozenset(groups), MappingProxyType(attributes)
-
-
-def _messages(attempt: Attempt, word: str = "") -> str:
-    """The event's detail: ``word`` (the stack's vetted word, see
-    :func:`nxauth.core.stack.run_step`) and how many messages the backends
-    recorded (``Attempt.info``).  Their text is a backend's free text, which
-    may hold what the client typed: only the count reaches the audit trail."""
-    count = len(attempt.messages)
-    return f"{word} backend-messages={count}".lstrip() if count else word

@@ -18,15 +18,16 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any, final
 
 from nxauth.config import Control
 from nxauth.details import vet_detail
 from nxauth.model import ConversationFailed, ConversationUnavailable, Decision, Reason, Verdict
 
-__all__ = ["StepOutcome", "StackResult", "Step", "evaluate", "run_step"]
+__all__ = ["StackResult", "Step", "StepOutcome", "evaluate", "merge_allowed", "run_step"]
 
 log = logging.getLogger("nxauth.stack")
 
@@ -158,3 +159,17 @@ def _finish(
         return StackResult(ignored.verdict, ignored.name, (), tuple(trail))
     detail = "empty-stack" if not trail else "every-backend-abstained"
     return StackResult(Verdict.deny(Reason.NO_DECISION, detail), None, (), tuple(trail))
+
+
+def merge_allowed(outcomes: Iterable[StepOutcome]) -> tuple[frozenset[str], Mapping[str, Any]]:
+    """The groups and attributes of the allowing verdicts (the first value of
+    an attribute wins)."""
+    groups: set[str] = set()
+    attributes: dict[str, Any] = {}
+    for outcome in outcomes:
+        verdict = outcome.verdict
+        if verdict.decision is Decision.ALLOW:
+            groups.update(verdict.groups)
+            for key, value in verdict.attributes.items():
+                attributes.setdefault(key, value)
+    return frozenset(groups), MappingProxyType(attributes)

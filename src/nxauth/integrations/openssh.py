@@ -18,7 +18,6 @@ the rest when it runs.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -87,8 +86,7 @@ def lean_sources(config: Config, *, store: Callable[[], Store]) -> dict[str, obj
         if module_name is None or module_name in config.plugins.disabled:
             return None
         if declared.kind not in registry:
-            registry.current_plugin = module_name
-            importlib.import_module(module_name).nxauth_register_backends(registry)
+            registry.add_builtin(module_name)
         factory = registry.get(declared.kind)
         if factory is None:
             return None

@@ -2,14 +2,20 @@
 
 A fresh :class:`pluggy.PluginManager` is made for every
 :class:`nxauth.Authenticator`; there is no module-level manager.  A plugin
-that fails to import, register or validate becomes a :class:`PluginError`
-naming it, and the others still load.
+that fails to import or register becomes a :class:`PluginError` naming it,
+and the others still load (fatal only with ``plugins.strict``).  Whatever
+``plugins.strict`` says, a plugin with an ``nxauth_*`` function that is no
+hook, and a backend kind registered twice or a built-in kind registered by
+another plugin (:data:`nxauth.plugins.registry.RESERVED_KINDS`), raise
+:class:`PluginError`.
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import logging
+import sys
 import weakref
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final
@@ -134,18 +140,37 @@ def make_plugin_manager(
 
 
 def _check_pending(pm: pluggy.PluginManager, errors: list[PluginError]) -> None:
-    """Unregister plugins whose hooks match no spec (misspelled ``nxauth_*``)."""
+    """Refuse plugins with a function named ``nxauth_*`` that is no hook
+    (a misspelled ``nxauth_auth_evnt``, marked or not) or a hook function not
+    marked with :data:`nxauth.hookimpl`: such a plugin would silently never
+    be called, so it is an error whatever ``plugins.strict`` says."""
     from pluggy import PluginValidationError
 
+    unknown: list[PluginError] = []
     for _ in range(100):
         try:
             pm.check_pending()
-            return
+            break
         except PluginValidationError as exc:
             plugin = exc.plugin
             name = pm.get_name(plugin) or _name_of(plugin)
-            errors.append(PluginError(f"unknown hook: {exc}", plugin=name))
+            unknown.append(PluginError(f"unknown hook: {exc}", plugin=name))
             pm.unregister(plugin)
+    for name, plugin in pm.list_name_plugin():
+        for attr in dir(plugin):
+            if not attr.startswith(hookspecs.PROJECT + "_"):
+                continue
+            function = getattr(plugin, attr, None)
+            if not inspect.isroutine(function):
+                continue
+            opts = getattr(function, hookspecs.PROJECT + "_impl", None)
+            if attr not in HOOKS and not (isinstance(opts, dict) and opts.get("specname") in HOOKS):
+                unknown.append(PluginError(f"unknown hook {attr!r}; the hooks are {', '.join(HOOKS)}", plugin=name))
+            elif attr in HOOKS and opts is None:
+                unknown.append(PluginError(f"hook {attr!r} is not marked with @nxauth.hookimpl", plugin=name))
+    if unknown:
+        errors.extend(unknown)
+        raise PluginError("; ".join(str(e) for e in unknown))
 
 
 def _refuse_wrappers(pm: pluggy.PluginManager, errors: list[PluginError]) -> None:
@@ -196,11 +221,18 @@ def collect_backends(pm: pluggy.PluginManager, errors: list[PluginError]) -> Bac
     """Call every plugin's ``nxauth_register_backends`` into one registry.
 
     Each plugin's hook is called on its own, so a plugin that raises is
-    reported by name and the others' kinds are still registered.
+    reported by name and the others' kinds are still registered.  A conflict
+    (a built-in kind registered by another plugin, a kind registered twice)
+    raises :class:`PluginError` naming the plugins, whatever
+    ``plugins.strict`` says: the configuration must never run code other
+    than the kind's one owner.
     """
     registry = BackendRegistry()
     for impl in implementations(pm, "nxauth_register_backends"):
         registry.current_plugin = impl.plugin_name
+        # a built-in kind is reserved to the very module that owns it, not to a name
+        builtin = sys.modules.get(impl.plugin_name) if impl.plugin_name in BUILTIN_PLUGINS else None
+        registry._builtin = impl.plugin_name if builtin is not None and impl.plugin is builtin else None
         try:
             call_one(impl, {"registry": registry})
         except PluginError as exc:
@@ -210,6 +242,9 @@ def collect_backends(pm: pluggy.PluginManager, errors: list[PluginError]) -> Bac
                 PluginError(f"nxauth_register_backends failed: {type(exc).__name__}: {exc}", plugin=impl.plugin_name)
             )
     registry.current_plugin = "<code>"
+    registry._builtin = None
+    if registry.conflicts:
+        raise PluginError("; ".join(str(e) for e in registry.conflicts))
     return registry
 
 

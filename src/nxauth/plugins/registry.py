@@ -4,9 +4,10 @@ and the context a backend factory gets."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, final
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Final, NoReturn, final
 
 from nxauth.config import BackendConfig, Config, Options
 from nxauth.errors import ConfigError, PluginError
@@ -73,33 +74,92 @@ class BackendContext:
         return f"BackendContext(name={self.name!r}, kind={self.kind!r})"
 
 
+#: The built-in kinds and the built-in plugin module that alone may register
+#: each: a fixed table, so a kind stays reserved when its built-in is disabled
+#: (``plugins.disabled``) and whatever order plugins register in.
+RESERVED_KINDS: Final[Mapping[str, str]] = MappingProxyType(
+    {
+        "keystore": "nxauth.backends.keystore",
+        "authorized_keys": "nxauth.backends.authorized_keys",
+        "passwords": "nxauth.backends.passwords",
+        "users": "nxauth.backends.users",
+        "system": "nxauth.backends.system",
+        "pam": "nxauth.backends.pam",
+        "ldap": "nxauth.backends.ldap",
+    }
+)
+
 #: ``factory(context)`` builds one backend instance of a kind.
 BackendFactory = Callable[[BackendContext], Backend]
 
 
 @final
 class BackendRegistry:
-    """Backend kinds by name.  Plugins add to it in ``nxauth_register_backends``."""
+    """Backend kinds by name.  Plugins add to it in ``nxauth_register_backends``.
+
+    A kind has one owner: a second registration of a kind, and a registration
+    of a built-in kind (:data:`RESERVED_KINDS`) by any plugin but the built-in
+    module that owns it, raise :class:`PluginError` and are recorded as
+    conflicts, which make the authenticator refuse to build whatever
+    ``plugins.strict`` says (a plugin that swallows the exception does not
+    make the conflict go away).
+    """
 
     __module__ = "nxauth"
 
     def __init__(self) -> None:
         self._factories: dict[str, BackendFactory] = {}
         self._owners: dict[str, str] = {}
+        self._builtin: str | None = None  # the built-in module being called, set by collect_backends
+        self._conflicts: list[PluginError] = []
         self.current_plugin = "<code>"
 
     def add(self, kind: str, factory: BackendFactory) -> None:
         """Make backend kind ``kind`` available, built by ``factory(context)``."""
+        owner = self.current_plugin
         if not isinstance(kind, str) or not kind or not callable(factory):
-            raise PluginError(
-                "registry.add(kind, factory) needs a kind name and a callable", plugin=self.current_plugin
+            raise PluginError("registry.add(kind, factory) needs a kind name and a callable", plugin=owner)
+        reserved = RESERVED_KINDS.get(kind)
+        if reserved is not None and self._builtin != reserved:
+            self._conflict(
+                PluginError(
+                    f"backend kind {kind!r} is reserved for the built-in plugin {reserved!r}; no other plugin may "
+                    "register it",
+                    plugin=owner,
+                )
             )
         if kind in self._factories:
-            raise PluginError(
-                f"backend kind {kind!r} is already provided by {self._owners[kind]!r}", plugin=self.current_plugin
+            self._conflict(
+                PluginError(
+                    f"backend kind {kind!r} is registered by both {self._owners[kind]!r} and {owner!r}; a kind has "
+                    "one owner (disable one of them in plugins.disabled)",
+                    plugin=owner,
+                )
             )
         self._factories[kind] = factory
-        self._owners[kind] = self.current_plugin
+        self._owners[kind] = owner
+
+    def _conflict(self, error: PluginError) -> NoReturn:
+        self._conflicts.append(error)
+        raise error
+
+    def add_builtin(self, module_name: str) -> None:
+        """Call the built-in module ``module_name``'s ``nxauth_register_backends``
+        as its owner (for nxauth's lean paths that run without pluggy)."""
+        import importlib
+
+        if module_name not in RESERVED_KINDS.values():
+            raise PluginError("not a built-in plugin", plugin=module_name)
+        self.current_plugin = self._builtin = module_name
+        try:
+            importlib.import_module(module_name).nxauth_register_backends(self)
+        finally:
+            self.current_plugin, self._builtin = "<code>", None
+
+    @property
+    def conflicts(self) -> tuple[PluginError, ...]:
+        """The refused registrations (reserved or duplicate kinds), in order."""
+        return tuple(self._conflicts)
 
     def get(self, kind: str) -> BackendFactory | None:
         """The factory of ``kind``, or ``None``."""

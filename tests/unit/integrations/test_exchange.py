@@ -289,6 +289,8 @@ def through(door: Door, case: Case, tmp_path: Path, transport_key: TransportKey)
             "transport": {"key_sources": ["keys"]},
             "auth": [{"use": "backend"}],
             "account": [{"use": "backend"}],
+            # a slow sink on purpose: let it run to its end
+            **({"audit": {"sink_timeout": 5.0}} if case.slow_accept else {}),
             **case.config,
         },
         backends={"keys": ListKeySource(transport_key.line), "backend": case.backend()},

@@ -318,6 +318,7 @@ def test_async_exchange_keeps_a_login_allowed_just_inside_its_deadline(
             "transport": {"key_sources": ["keys"]},
             "auth": [{"use": "late"}],
             "account": [{"use": "late"}],
+            "audit": {"sink_timeout": 5.0},  # a slow sink on purpose: let it run to its end
         },
         backends={"late": LateAllow(0.1), "keys": ListKeySource(transport_key.line)},
         plugins=[sink, SlowSink()],
