@@ -70,7 +70,11 @@ class Services:
     ITEMS = "nxauth-items"  # pam_succeed_if: PAM_TTY must be "nxauth", PAM_RHOST 192.0.2.10
     DENY = "nxauth-deny"  # pam_deny everywhere
     UNIX = "nxauth-unix"  # pam_unix nodelay (root: reads /etc/shadow)
-    MATRIX_ALL = (MATRIX, OTP, CHATTY, LOUD, ECHO, ACCESS, RENAME, ITEMS)
+    # pam_exec asks for the password and prints it back (as a module's
+    # messages might: raw, quoted, in a "server said" message, cut); then
+    # pam_matrix asks for it again (through the login's conversation)
+    LEAKY = "nxauth-leaky"
+    MATRIX_ALL = (MATRIX, OTP, CHATTY, LOUD, ECHO, ACCESS, RENAME, ITEMS, LEAKY)
 
 
 def missing_pam_wrapper() -> str | None:
@@ -197,6 +201,24 @@ class PamWrapper:
             ],
         )
         self.add_service(Services.UNIX, ["auth required pam_unix.so nodelay", "account required pam_unix.so"])
+        echo = self.root / "echo-password.sh"
+        echo.write_text(
+            "#!/bin/sh\n"
+            "pw=$(tr -d '\\000')\n"
+            "printf 'invalid credentials for %s (data 52e)\\n' \"$pw\"\n"
+            'printf "\'%s\'\\n" "$pw"\n'
+            "printf '%.40s\\n' \"$pw\"\n"
+        )
+        echo.chmod(0o755)
+        matrix = matrix_for(Services.LEAKY)
+        self.add_service(
+            Services.LEAKY,
+            [
+                f"auth optional pam_exec.so expose_authtok stdout quiet {echo}",
+                f"auth required {matrix}",
+                f"account required {matrix}",
+            ],
+        )
 
     def activate(self) -> str:
         """Load libpam_wrapper.so with this directory; return its path (the
