@@ -8,9 +8,10 @@ The public API is what this package exports (``__all__``), listed once, in
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nxauth._version import __version__ as __version__
+if TYPE_CHECKING:
+    from nxauth._version import __version__ as __version__
 
 _locations: dict[str, str] = {}
 
@@ -38,6 +39,8 @@ def _public() -> dict[str, str]:
 def __getattr__(name: str) -> Any:
     if name == "__all__":
         value: Any = sorted(_public())
+    elif name == "__version__":
+        from nxauth._version import __version__ as value
     else:
         module = _public().get(name)
         if module is None:

@@ -14,13 +14,15 @@ import functools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, final
+from typing import TYPE_CHECKING, Any, final
 
 from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import AuthorizedKey, parse_authorized_key
 from nxauth.plugins.hookspecs import hookimpl
-from nxauth.plugins.registry import BackendContext, BackendRegistry
-from nxauth.store.protocol import Store
+
+if TYPE_CHECKING:
+    from nxauth.plugins.registry import BackendContext, BackendRegistry
+    from nxauth.store.protocol import Store
 
 __all__ = ["KeyStore", "KeystoreBackend", "StoredKey"]
 

@@ -11,9 +11,8 @@ from typing import TYPE_CHECKING, Final, NoReturn, final
 
 from nxauth.config import BackendConfig, Config, Options
 from nxauth.errors import ConfigError, PluginError
-from nxauth.plugins.roles import Backend
-
 if TYPE_CHECKING:
+    from nxauth.plugins.roles import Backend
     from nxauth.store.protocol import Store
 
 __all__ = ["BackendContext", "BackendFactory", "BackendRegistry"]
@@ -90,7 +89,7 @@ RESERVED_KINDS: Final[Mapping[str, str]] = MappingProxyType(
 )
 
 #: ``factory(context)`` builds one backend instance of a kind.
-BackendFactory = Callable[[BackendContext], Backend]
+BackendFactory = Callable[[BackendContext], "Backend"]  # roles: not imported at run time (cold start)
 
 
 @final
