@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Final, NoReturn, final
 
 from nxauth.config import BackendConfig, Config, Options
 from nxauth.errors import ConfigError, PluginError
+
 if TYPE_CHECKING:
     from nxauth.plugins.roles import Backend
     from nxauth.store.protocol import Store
