@@ -154,7 +154,7 @@ class EchoServer:
                 op, content, _ = _read_tlv(body, at)
                 if op == BIND_REQUEST:
                     _, _, at2 = _read_tlv(content, 0)  # version
-                    _, name, at2 = _read_tlv(content, at2)
+                    _, _dn, at2 = _read_tlv(content, at2)
                     _, password, _ = _read_tlv(content, at2)  # simple [0]
                     self.passwords.append(password)
                     conn.sendall(message(message_id, self._bind_answer(password)))
