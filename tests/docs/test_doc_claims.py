@@ -94,15 +94,16 @@ def test_the_tables_are_parsed() -> None:
     assert {s for s, *_ in OPTIONS} == set(SECTIONS)
 
 
+LITERAL_DEFAULTS = [o[:3] for o in OPTIONS if o[:2] not in PROSE_DEFAULTS]
+
+
 @pytest.mark.parametrize(
-    ("section", "key", "default"), [o[:3] for o in OPTIONS], ids=[f"{o[0]}.{o[1]}" for o in OPTIONS]
+    ("section", "key", "default"), LITERAL_DEFAULTS, ids=[f"{s}.{k}" for s, k, _ in LITERAL_DEFAULTS]
 )
 def test_each_documented_default_is_the_default(section: str, key: str, default: str) -> None:
     """configuration.md, each section's table, column "default": what an
     empty file gives."""
     actual = getattr(getattr(DEFAULT, section), key)
-    if (section, key) in PROSE_DEFAULTS:
-        pytest.skip("a default in words: its own test")
     (literal,) = re.findall(r"`([^`]+)`", default) or [default]
     expected = tomllib.loads(f"v = {literal}")["v"]
     if isinstance(actual, tuple):
@@ -625,3 +626,235 @@ def test_details_are_declared_words(tmp_path: Path, transport_key: TransportKey)
         log_in(auth, transport_key.line, "free", "hunter2-secret")
     details = [e.detail for e in sink.events if e.stage == 2]
     assert details == ["wrong-pin backend-messages=2", "undeclared-detail backend-messages=2"]
+
+
+# ================================================================ configuration.md, the backend kinds
+
+
+def backend_ranges() -> list[tuple[str, str, str]]:
+    body = section_body(CONFIGURATION, "## `[backends.NAME]`")
+    found = []
+    for kind in re.findall(r"^### Kind `([a-z_]+)`$", body, re.MULTILINE):
+        for key, _default, meaning in table_rows(section_body(body, f"### Kind `{kind}`")):
+            match = RANGE.search(meaning)
+            if match and not meaning[match.end() :].startswith(" letters"):  # a length, its own test
+                found.append((kind, unquote(key), meaning))
+    return found
+
+
+BACKEND_RANGES = backend_ranges()
+
+
+def test_backend_ranges_are_found() -> None:
+    assert {f"{k}.{o}" for k, o, _ in BACKEND_RANGES} >= {
+        "passwords.time_cost",
+        "system.min_uid",
+        "ldap.connect_timeout",
+        "ldap.pool_size",
+        "ldap.max_group_depth",
+    }
+
+
+@pytest.mark.parametrize(("kind", "key", "meaning"), BACKEND_RANGES, ids=[f"{k}.{o}" for k, o, _ in BACKEND_RANGES])
+def test_each_documented_backend_range_is_enforced(tmp_path: Path, kind: str, key: str, meaning: str) -> None:
+    """configuration.md, each ``### Kind`` table: "N to M" is the accepted
+    range of the option, both ends included, as the kind's factory reads it
+    (a real build, as ``nxauth check`` does)."""
+    from tests.support.docs import InstanceBuilder
+
+    match = RANGE.search(meaning)
+    assert match is not None
+    low, high = (float(x) if "." in x else int(x) for x in match.groups())
+    step = 1 if isinstance(low, int) and isinstance(high, int) else min(0.001, low / 10 if low else 0.001)
+    builder = InstanceBuilder(tmp_path)
+    try:
+        for value in (low, high):
+            builder.build(kind, {key: value})
+        for value in (low - step, high + step):
+            with pytest.raises(nxauth.ConfigError) as info:
+                builder.build(kind, {key: value})
+            assert info.value.key == f"backends.{kind}.{key}"
+    finally:
+        builder.close()
+
+
+# ================================================================ more of configuration.md and security.md
+
+
+@pytest.fixture
+def counted(tmp_path: Path, transport_key: TransportKey) -> Iterator[tuple[nxauth.Authenticator, list[str]]]:
+    seen: list[str] = []
+
+    class Backend(MemoryBackend):
+        def authenticate(self, attempt: nxauth.Attempt) -> nxauth.Verdict:
+            seen.append(attempt.password.reveal())
+            return super().authenticate(attempt)
+
+    mapping = {
+        "state_dir": str(tmp_path / "s"),
+        "transport": {"key_sources": ["k"]},
+        "auth": [{"use": "m"}],
+        "account": [{"use": "m"}],
+        "session": {"max_password_bytes": 64},
+    }
+    backends = {"k": ListKeySource(transport_key.line), "m": Backend({"alice": "é" * 32})}
+    with nxauth.Authenticator(mapping, backends=backends, entry_points=False) as auth:
+        yield auth, seen
+
+
+@pytest.mark.parametrize(
+    ("password", "reason"),
+    [
+        ("é" * 32, "alice"),  # 64 bytes: the limit
+        ("é" * 32 + "x", "invalid-password"),  # 65 bytes
+        ("x" * 63 + "é", "invalid-password"),  # 65 bytes, 64 characters
+        ("pass\x00word", "invalid-password"),
+        ("", "empty-password"),
+    ],
+    ids=["limit", "limit+1", "multi-byte straddling", "NUL", "empty"],
+)
+def test_max_password_bytes_is_checked_before_any_backend(
+    counted: tuple[nxauth.Authenticator, list[str]], transport_key: TransportKey, password: str, reason: str
+) -> None:
+    """configuration.md, ``[session] max_password_bytes``: "longer passwords
+    are refused before any backend"; security.md, Bad input: "passwords with
+    a NUL or longer than session.max_password_bytes (invalid-password)",
+    "empty passwords (empty-password): never sent anywhere"."""
+    auth, seen = counted
+    assert log_in(auth, transport_key.line, "alice", password) == reason
+    assert seen == ([password] if reason == "alice" else [])
+
+
+def test_attempts_count_both_stages_together(tmp_path: Path, transport_key: TransportKey) -> None:
+    """security.md, Stage 1: "every failure counts against
+    session.max_attempts (6), both stages together ... then the session is
+    closed for good"."""
+    with nxauth.Authenticator(
+        {"state_dir": str(tmp_path / "s"), "transport": {"key_sources": ["k"]}, "auth": [{"use": "m"}],
+         "account": [{"use": "m"}]},
+        backends={"k": ListKeySource(transport_key.line), "m": MemoryBackend({"alice": "pw"})},
+        entry_points=False,
+    ) as auth:  # fmt: skip
+        session = auth.open_session(peer=("198.51.100.7", 1))
+        for _ in range(3):
+            with pytest.raises(nxauth.AuthenticationFailed):
+                session.check_transport_key("nx", TransportKey().line)
+        session.check_transport_key("nx", transport_key.line)
+        for _ in range(2):
+            with pytest.raises(nxauth.AuthenticationFailed):
+                session.login("alice", "wrong")
+        assert session.state is not nxauth.SessionState.CLOSED
+        with pytest.raises(nxauth.AuthenticationFailed):
+            session.login("alice", "wrong")
+        assert session.attempts == 6 and session.state is nxauth.SessionState.CLOSED
+        with pytest.raises(nxauth.AuthenticationFailed) as info:
+            session.login("alice", "pw")
+        assert info.value.reason is nxauth.Reason.SESSION_CLOSED
+
+
+def test_wrong_account(tmp_path: Path, transport_key: TransportKey) -> None:
+    """configuration.md, ``[transport] account``: "stage 1 refuses every other
+    name (wrong-account)"."""
+    with nxauth.Authenticator(
+        {"state_dir": str(tmp_path / "s"), "transport": {"key_sources": ["k"]}},
+        backends={"k": ListKeySource(transport_key.line)},
+        entry_points=False,
+    ) as auth:
+        session = auth.open_session(peer=("198.51.100.7", 1))
+        with pytest.raises(nxauth.AuthenticationFailed) as info:
+            session.check_transport_key("root", transport_key.line)
+    assert info.value.reason is nxauth.Reason.WRONG_ACCOUNT
+
+
+@pytest.mark.parametrize(("case", "same"), [("fold", True), ("preserve", False)])
+def test_usernames_case(tmp_path: Path, transport_key: TransportKey, case: str, same: bool) -> None:
+    """configuration.md, ``[usernames] case``: "fold": "Alice and alice are
+    one user"; "preserve": as typed."""
+    with nxauth.Authenticator(
+        {"state_dir": str(tmp_path / "s"), "transport": {"key_sources": ["k"]}, "auth": [{"use": "m"}],
+         "account": [{"use": "m"}], "usernames": {"case": case}},
+        backends={"k": ListKeySource(transport_key.line), "m": MemoryBackend({"alice": "pw"})},
+        entry_points=False,
+    ) as auth:  # fmt: skip
+        assert (log_in(auth, transport_key.line, "Alice", "pw") == "alice") is same
+
+
+@pytest.mark.parametrize("name", ["", " alice", "alice ", "al\x07ice", "al\u200bice", "a" * 257])
+def test_invalid_usernames(tmp_path: Path, transport_key: TransportKey, name: str) -> None:
+    """security.md, Bad input: "usernames that are empty, longer than
+    usernames.max_length (256), with control or format characters ... or
+    leading or trailing white space (invalid-username)"."""
+    with nxauth.Authenticator(
+        {"state_dir": str(tmp_path / "s"), "transport": {"key_sources": ["k"]}, "auth": [{"use": "m"}],
+         "account": [{"use": "m"}]},
+        backends={"k": ListKeySource(transport_key.line), "m": MemoryBackend({"alice": "pw"})},
+        entry_points=False,
+    ) as auth:  # fmt: skip
+        assert log_in(auth, transport_key.line, name, "pw") == "invalid-username"
+
+
+def test_every_declared_instance_is_built(tmp_path: Path) -> None:
+    """configuration.md, ``[backends.NAME]``: "Every declared instance is
+    built, whether a stack uses it or not" (so its mistakes show at once)."""
+    mapping = {
+        "state_dir": str(tmp_path / "s"),
+        "backends": {"unused": {"kind": "passwords", "time_cost": 0}},
+    }
+    with pytest.raises(nxauth.ConfigError) as info:
+        nxauth.Authenticator(mapping, entry_points=False).close()
+    assert info.value.key == "backends.unused.time_cost"
+
+
+def test_a_kind_used_directly_gets_default_options(tmp_path: Path) -> None:
+    """configuration.md, ``[backends.NAME]``: "A stack entry ... that names a
+    kind directly (use = "pam") without a [backends.pam] table gets an
+    instance of that kind with default options"."""
+    mapping = {"state_dir": str(tmp_path / "s"), "auth": [{"use": "passwords"}], "account": [{"use": "users"}]}
+    with nxauth.Authenticator(mapping, entry_points=False) as auth:
+        assert {"passwords", "users"} <= set(auth.backends)
+
+
+def test_500_when_sshd_does_not_expose_the_key(tmp_path: Path, transport_key: TransportKey) -> None:
+    """protocol.md, the codes table: ``500`` ``Internal error``: "the server
+    closes (a deployment error, e.g. sshd without ExposeAuthInfo yes)"; and
+    ``999`` ``Bye``: "the last line before the server closes"."""
+    import socket
+
+    from nxauth.integrations.openssh import run_login
+
+    with nxauth.Authenticator(
+        {"state_dir": str(tmp_path / "s"), "transport": {"key_sources": ["k"]}},
+        backends={"k": ListKeySource(transport_key.line)},
+        entry_points=False,
+    ) as auth:
+        server, client = socket.socketpair()
+        with server, client:
+            client.shutdown(socket.SHUT_WR)
+            status = run_login(
+                auth, account="nx", environ={}, stdin_fd=server.fileno(), stdout_fd=server.fileno(), terminal=False
+            )
+            server.shutdown(socket.SHUT_WR)
+            out = client.recv(4096).decode()
+    assert status != 0
+    assert out == "NX> 500 Internal error\nNX> 999 Bye\n"
+
+
+@pytest.mark.parametrize(
+    ("service", "ok"),
+    [("a" * 64, True), ("nx.auth+x-1_2", True), ("a" * 65, False), (".hidden", False), ("a/b", False), ("", False)],
+)
+def test_the_pam_service_name(tmp_path: Path, service: str, ok: bool) -> None:
+    """configuration.md, Kind ``pam``, ``service``: "1 to 64 letters,
+    digits, _ . + -, not starting with a dot"."""
+    from tests.support.docs import InstanceBuilder
+
+    builder = InstanceBuilder(tmp_path)
+    try:
+        if ok:
+            builder.build("pam", {"service": service})
+        else:
+            with pytest.raises(nxauth.ConfigError) as info:
+                builder.build("pam", {"service": service})
+            assert info.value.key == "backends.pam.service"
+    finally:
+        builder.close()
