@@ -391,6 +391,31 @@ def test_an_overlong_line_is_a_bad_request(embedded: Callable[..., Running]) -> 
 
 
 @needs_ssh
+@pytest.mark.parametrize("ending", ["\n", "\r\n"], ids=["LF", "CR LF"])
+@pytest.mark.parametrize("char", ["p", "\u20ac"], ids=["ascii", "3-byte"])
+@pytest.mark.parametrize("over", [-1, 0, 1], ids=["limit - 1", "limit", "limit + 1"])
+def test_a_line_one_byte_over_the_limit_is_a_bad_request(
+    embedded: Callable[..., Running], over: int, char: str, ending: str
+) -> None:
+    """docs/protocol.md, Limits: a line of at most max_password_bytes bytes
+    (a CR before the LF not counted) is read; one byte more is ``400``, not a
+    wrong password asked again (the old server read limit + 1 bytes)."""
+    srv = embedded({"session": {"max_password_bytes": 64}})
+    width = len(char.encode())
+    size = 64 + over
+    password = "p" * (size % width) + char * (size // width)
+    assert len(password.encode()) == size
+    result = srv.ssh(input="alice\n" + password + ending)
+    out = result.stdout.decode()
+    if over > 0:
+        assert out.endswith("NX> 102 Password:\nNX> 400 Bad request\nNX> 999 Bye\n")
+        assert srv.events(2) == [(2, "refused", "protocol-error")]
+    else:
+        assert "NX> 102 Password:\nNX> 401 Authentication failed\nNX> 101 User:\n" in out
+        assert srv.events(2)[0] == (2, "failed", "bad-password")
+
+
+@needs_ssh
 def test_a_line_that_is_not_utf8_is_a_bad_request(embedded: Callable[..., Running]) -> None:
     srv = embedded()
     result = srv.ssh(input=b"al\xffice\nwonderland\n")

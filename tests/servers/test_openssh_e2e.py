@@ -230,6 +230,26 @@ def test_too_many_attempts_close_the_session(deployment: Deployment) -> None:
     assert main(["--config", str(deployment.config), "unlock", "alice"]) == EXIT_OK
 
 
+@pytest.mark.parametrize("over", [0, 1], ids=["limit", "limit + 1"])
+def test_a_line_one_byte_over_the_limit_is_a_bad_request(deployment: Deployment, over: int) -> None:
+    """docs/protocol.md, Limits, through sshd and nxauth login: a password
+    line of session.max_password_bytes (8192) bytes is read (a wrong
+    password: 401); one byte more is 400 and 999, audited protocol-error
+    (the old nxauth login read limit + 1 bytes and answered 401)."""
+    mark = deployment.mark()
+    result = deployment.ssh(stdin="mallory\n" + "p" * (8192 + over) + "\n")
+    lines = result.stdout.splitlines()
+    stage2 = [(e["outcome"], e["reason"]) for e in deployment.since(mark) if e["stage"] == 2]
+    if over:
+        assert lines[-3:] == ["NX> 102 Password:", "NX> 400 Bad request", "NX> 999 Bye"]
+        assert stage2 == [("refused", "protocol-error")]
+    else:
+        assert "NX> 401 Authentication failed" in lines
+        # read whole, and refused by the password database (it holds at most 4096 bytes)
+        assert stage2[0] == ("failed", "invalid-password")
+    main(["--config", str(deployment.config), "unlock", "mallory"])
+
+
 def test_requested_command_is_replaced_by_the_exchange(deployment: Deployment) -> None:
     result = deployment.ssh(command=("/bin/sh", "-c", "'echo pwned'"), stdin="")
     assert "pwned" not in result.stdout

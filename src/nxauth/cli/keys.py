@@ -171,6 +171,25 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _refuse_other_options(keystore: KeyStore, account: str, entries: list[Any]) -> None:
+    """A key is registered once per account: one already there (or earlier in
+    the same file) with other options is not added a second time (``nxauth
+    keygen`` registers its key with ``restrict,pty`` and the forced command,
+    and a second row without them would be a weaker way in); nothing is added."""
+    lines: dict[bytes, dict[str, str]] = {}
+    for row in keystore.entries(account):
+        lines.setdefault(row.entry.key.blob, {})[row.entry.to_line()] = f"id {row.id}"
+    for number, entry in enumerate(entries, 1):
+        known = lines.setdefault(entry.key.blob, {})
+        others = [where for line, where in known.items() if line != entry.to_line()]
+        if others:
+            raise CommandError(
+                f"{entry.key.describe()} is already registered for {account} with other options"
+                f" ({', '.join(others)}); remove it first to change them; nothing was added"
+            )
+        known.setdefault(entry.to_line(), f"key {number} of the file")
+
+
 def _row(stored: StoredKey) -> dict[str, Any]:
     data = stored.as_dict()
     for name in ("added", "expires"):
@@ -209,8 +228,10 @@ def cmd_keys(args: argparse.Namespace) -> int:
             if not entries:
                 raise CommandError(f"{args.file}: no keys found")
             expires = runtime_of(auth).clock() + parse_duration(args.expires) if args.expires else None
+            owner = account or auth.config.transport.account
+            _refuse_other_options(keystore, owner, entries)
             for entry in entries:
-                stored = keystore.add(account or auth.config.transport.account, entry, expires=expires)
+                stored = keystore.add(owner, entry, expires=expires)
                 print(f"added {stored.id}: {entry.key.describe()}")
             return EXIT_OK
         if args.action == "remove":

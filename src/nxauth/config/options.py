@@ -26,6 +26,7 @@ import math
 import os
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, final, overload
 
@@ -126,30 +127,52 @@ def quote(text: str) -> str:
 # ---------------------------------------------------------------- secret references
 
 
-def _reference(value: Mapping[Any, Any], *, source: str, key: str) -> SecretRef:
-    """A ``{env = ...}`` / ``{file = ...}`` table as a :class:`SecretRef`."""
+def _reference(value: Mapping[Any, Any], *, source: str, key: str, base_dir: Path | None = None) -> SecretRef:
+    """A ``{env = ...}`` / ``{file = ...}`` table as a :class:`SecretRef`.
+
+    A relative file is taken from ``base_dir`` (the configuration file's
+    directory), never from the working directory: without a ``base_dir``
+    (a configuration given as a mapping) it is refused."""
     if len(value) != 1:
         raise ConfigError("must be a secret reference with one of env or file, got both", source=source, key=key)
     ((kind, target),) = value.items()
     if not isinstance(target, str) or not target:
         what = "the name of an environment variable" if kind == "env" else "the path of a file"
         raise ConfigError(f"must be {what}, got {describe(target)}", source=source, key=f"{key}.{kind}")
-    return SecretRef(env=target) if kind == "env" else SecretRef(file=target)
+    if kind == "env":
+        return SecretRef(env=target)
+    if not os.path.isabs(target):
+        if base_dir is None:
+            raise ConfigError(
+                "must be an absolute path: a relative secret file is relative to the configuration file's"
+                " directory, and this configuration has no file",
+                source=source,
+                key=f"{key}.file",
+            )
+        target = os.path.join(base_dir, target)
+    return SecretRef(file=target)
 
 
-def convert_secrets(value: Any, *, source: str, key: str) -> Any:
+def convert_secrets(value: Any, *, source: str, key: str, base_dir: Path | None = None) -> Any:
     """Turn ``{env = ...}`` / ``{file = ...}`` tables, at any depth, into
-    :class:`SecretRef` (a read-only mapping handed in from code is left as it is).
+    :class:`SecretRef` (a read-only mapping handed in from code is left as it is);
+    a relative file is anchored at ``base_dir`` (see :func:`_reference`).
 
     Only :meth:`Options.secret` accepts the result; every other getter
     refuses a secret reference.
     """
     if isinstance(value, Mapping):
         if _looks_like_reference(value) and not isinstance(value, MappingProxyType):
-            return _reference(value, source=source, key=key)
-        return {name: convert_secrets(item, source=source, key=f"{key}.{name}") for name, item in value.items()}
+            return _reference(value, source=source, key=key, base_dir=base_dir)
+        return {
+            name: convert_secrets(item, source=source, key=f"{key}.{name}", base_dir=base_dir)
+            for name, item in value.items()
+        }
     if isinstance(value, list):
-        return [convert_secrets(item, source=source, key=f"{key}[{index}]") for index, item in enumerate(value)]
+        return [
+            convert_secrets(item, source=source, key=f"{key}[{index}]", base_dir=base_dir)
+            for index, item in enumerate(value)
+        ]
     return value
 
 

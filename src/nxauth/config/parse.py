@@ -190,7 +190,7 @@ def _server(sv: Options, path: Callable[[str | None], Path | None]) -> ServerCon
     )
 
 
-def _backends(table: Options) -> dict[str, BackendConfig]:
+def _backends(table: Options, base_dir: Path | None) -> dict[str, BackendConfig]:
     """``[backends.NAME]``: the kind and timeout of each instance; its other
     keys are the options, read when the backend is built (secret references
     become :class:`SecretRef` here, and are resolved then)."""
@@ -201,7 +201,7 @@ def _backends(table: Options) -> dict[str, BackendConfig]:
         kind = instance.string("kind", name, allow_empty=False)
         timeout = instance.number("timeout", above=0.0, maximum=3600.0, unit=_SECONDS)
         options = {key: instance.raw(key) for key in instance if key not in ("kind", "timeout")}
-        options = convert_secrets(options, source=table.source, key=instance.prefix)
+        options = convert_secrets(options, source=table.source, key=instance.prefix, base_dir=base_dir)
         backends[name] = BackendConfig(name, kind, MappingProxyType(options), timeout)
     return backends
 
@@ -251,7 +251,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
     plugins = section("plugins", _plugins)
     login = section("login", _login)
     server = section("server", lambda sv: _server(sv, path))
-    backends = _backends(root.table("backends"))
+    backends = _backends(root.table("backends"), base_dir)
     auth = _stack(root, "auth")  # asked for even when absent, so a misspelling gets a suggestion
     account = _stack(root, "account")
     root.check_unused()

@@ -16,6 +16,7 @@ from nxauth.integrations.protocol import (
     ProtocolViolation,
     decode_line,
     format_line,
+    line_too_long,
     terminal_prompt,
     terminal_text,
 )
@@ -66,7 +67,7 @@ class ChannelIO:
                 if not exc.partial:
                     raise ClientGone("end of input") from None
                 pending += exc.partial
-                if len(pending) > self.max_line:
+                if line_too_long(pending, self.max_line):
                     raise ProtocolViolation(f"a line over {self.max_line} bytes") from None
                 continue
             except asyncssh.TerminalSizeChanged:
@@ -76,7 +77,7 @@ class ChannelIO:
             except (OSError, asyncssh.Error) as exc:
                 raise ClientGone(str(exc) or type(exc).__name__) from None
             line = pending + data[:-1]
-            if len(line) > self.max_line:
+            if line_too_long(line, self.max_line):
                 raise ProtocolViolation(f"a line over {self.max_line} bytes")
             return line
 

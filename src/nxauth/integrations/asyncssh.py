@@ -291,7 +291,7 @@ class _Connection(asyncssh.SSHServer):
         session = self._session
         assert session is not None
         server = self._server
-        io = ChannelIO(process, server.authenticator.config.session.max_password_bytes + 1)
+        io = ChannelIO(process, server.authenticator.config.session.max_password_bytes)
         dialogue = ChannelTerminalDialogue(io) if process.term_type else ChannelLineDialogue(io)
         status = EXIT_DENIED
         try:

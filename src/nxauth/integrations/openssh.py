@@ -290,7 +290,7 @@ def run_login(
     config = auth.config
     peer = peer_from_connection(environ.get("SSH_CONNECTION"))
     session = auth.open_session(peer)
-    reader = FdLineReader(stdin_fd, max_line=config.session.max_password_bytes + 1)
+    reader = FdLineReader(stdin_fd, max_line=config.session.max_password_bytes)
     if terminal is None:
         terminal = os.isatty(stdin_fd)
     dialogue: Dialogue = TerminalDialogue(reader, stdout_fd) if terminal else LineDialogue(reader, stdout_fd)

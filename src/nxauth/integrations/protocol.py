@@ -54,6 +54,7 @@ __all__ = [
     "decode_line",
     "format_line",
     "identity_environment",
+    "line_too_long",
     "terminal_prompt",
     "terminal_text",
 ]
@@ -117,6 +118,14 @@ def decode_line(line: bytes) -> str:
         return line.decode("utf-8")
     except UnicodeDecodeError:
         raise ProtocolViolation("a line that is not UTF-8", "line-not-utf8") from None
+
+
+def line_too_long(line: bytes | bytearray, limit: int) -> bool:
+    """Whether a client's line (without its LF, or the part of it read so
+    far) holds more than ``limit`` bytes, a CR before the LF not counted
+    (``docs/protocol.md``: a line of ``limit`` bytes is read, one of
+    ``limit + 1`` is a ``400``)."""
+    return len(line) > limit and (len(line) > limit + 1 or line[-1] != 0x0D)
 
 
 def format_line(code: Code, text: str) -> bytes:
@@ -230,12 +239,12 @@ class FdLineReader:
             raise ProtocolViolation(f"a line over {self.max_line} bytes")
         end = self._buffer.find(b"\n")
         if end >= 0:
-            if end > self.max_line:
+            if line_too_long(self._buffer[:end], self.max_line):
                 self._break()
             line = bytes(self._buffer[:end])
             del self._buffer[: end + 1]
             return line
-        if len(self._buffer) > self.max_line:
+        if line_too_long(self._buffer, self.max_line):
             self._break()
         if self._eof:
             self._wipe()
