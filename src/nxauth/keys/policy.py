@@ -184,6 +184,8 @@ def _check_entry(
     cert = key.certificate
     if opts.expiry_time is not None and not now <= opts.expiry_time:  # NaN counts as expired
         return _refuse(Reason.KEY_EXPIRED, f"expiry-time {opts.expiry_time:.0f} passed (line {entry.lineno})", entry)
+    if opts.principals is not None and not opts.cert_authority:  # auth_authorise_keyopts: denied
+        return _refuse(Reason.KEY_FORMAT, f"principals= on a line without cert-authority (line {entry.lineno})", entry)
     if opts.from_patterns is not None and check_source:
         if peer_host is None:
             return _refuse(Reason.SOURCE_REFUSED, "from= set but the peer address is unknown", entry)
