@@ -91,6 +91,7 @@ class Request:
     msgid: int
     op: int
     password: bytes = b""
+    name: bytes = b""
 
 
 def parse_request(data: bytes) -> Request:
@@ -98,13 +99,13 @@ def parse_request(data: bytes) -> Request:
     _, s, e = read_tlv(data, start)
     msgid = int.from_bytes(data[s:e], "big")
     op, s, e = read_tlv(data, e)
-    password = b""
+    password = name = b""
     if op == 0x60:  # version, name, [0] simple
         _, _, p = read_tlv(data, s)
-        _, _, p = read_tlv(data, p)
+        _, ns, p = read_tlv(data, p)
         _, ps, pe = read_tlv(data, p)
-        password = data[ps:pe]
-    return Request(msgid, op, password)
+        password, name = data[ps:pe], data[ns:p]
+    return Request(msgid, op, password, name)
 
 
 # ------------------------------------------------------------ the server
@@ -199,6 +200,7 @@ def build(server: Hostile, **options: Any) -> Any:
         "operation_timeout": 2.0,
         **options,
     }
+    config = {key: value for key, value in config.items() if value is not None}
     ctx = BackendContext(BackendConfig("hostile", "ldap", config), root=Config(), store=lambda: None)  # type: ignore[arg-type,return-value]
     return build_ldap_backend(ctx)
 
@@ -382,5 +384,32 @@ def test_generated_answers_allow_only_the_one_right_response(
         verdict = login(backend)
         assert verdict.allowed == exact, (script, verdict)
         assert not login(backend).allowed  # nothing left over on any pooled link
+    finally:
+        backend.close()
+
+
+def test_an_answer_sent_ahead_on_the_service_connection_is_refused(server: Hostile) -> None:
+    """Search mode: the service bind is answered with a success and, ahead,
+    an entry for the user search it expects next, naming another DN.  The
+    login fails on the service bind; no user bind ever goes out (with the
+    old code, alice was bound, and allowed, as uid=admin)."""
+
+    def ahead(r: Request, _number: int) -> list[bytes]:
+        return [
+            bind_response(r.msgid, 0)
+            + search_entry(r.msgid + 1, "uid=admin,dc=example,dc=org", cn="admin")
+            + search_done(r.msgid + 1)
+        ]
+
+    server.script(ahead)
+    from nxauth import Secret
+
+    options = {"user_base": "ou=people,dc=example,dc=org", "bind_dn": "cn=svc,dc=example,dc=org"}
+    backend = build(server, **options, bind_password=Secret("right"), user_dn=None)
+    try:
+        verdict = login(backend, "right")
+        assert not verdict.allowed
+        assert verdict.detail == "ldap-protocol-violation"
+        assert all(request.name != b"uid=admin,dc=example,dc=org" for _, request in server.seen)
     finally:
         backend.close()
