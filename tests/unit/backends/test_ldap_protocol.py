@@ -6,7 +6,9 @@ message id, two responses for one request, responses of the wrong type,
 entries nobody asked for, bytes after a response) and honestly otherwise
 (a simple bind succeeds only with the password ``right``).  Whatever it
 sends, no login is allowed on an answer that was not the one the request
-asked for, and the connection that carried it is discarded.
+asked for, and the connection that carried it is discarded.  Message ids
+are random (``Link._take_id``), so an answer "for the next id" guesses wrong
+even when it arrives after the next request went out.
 """
 
 from __future__ import annotations
@@ -260,6 +262,10 @@ SCENARIOS: dict[str, Step] = {
 }
 
 
+#: sent in a second write: it may arrive before or after the next request
+LATE = {"success-ahead-for-next-id-later"}
+
+
 @pytest.mark.parametrize("case", list(SCENARIOS), ids=list(SCENARIOS))
 def test_no_login_is_allowed_on_an_answer_the_request_did_not_ask_for(server: Hostile, case: str) -> None:
     server.script(SCENARIOS[case])
@@ -270,13 +276,16 @@ def test_no_login_is_allowed_on_an_answer_the_request_did_not_ask_for(server: Ho
         assert not first.allowed
         assert not second.allowed
         details = (first.detail, second.detail)
-        assert "ldap-protocol-violation" in details, details  # fails closed, a typed word, no server text
-        # the connection that carried the bad answer was discarded: the
-        # second login went out on a connection of its own
-        assert server.connections >= 2
-        assert server.seen[-1][0] != server.seen[0][0]
-        # and the honest server afterwards still works through a fresh link
+        if case not in LATE:
+            assert "ldap-protocol-violation" in details, details  # fails closed, a typed word, no server text
+            # the connection that carried the bad answer was discarded: the
+            # second login went out on a connection of its own
+            assert server.seen[1][0] != server.seen[0][0]
+        # a late one is found when the link goes back to the pool, when it is
+        # taken out again, or (its message id being random) when it arrives;
+        # whichever: the link is never used again
         assert login(backend, "right").allowed
+        assert server.seen[-1][0] != server.seen[0][0]
     finally:
         backend.close()
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import secrets
 import select
 import socket
 import ssl
@@ -62,10 +63,9 @@ class LinkError(BackendError):
 
 
 class ProtocolViolation(LinkError):
-    """The server sent what the request did not ask for: another message id,
-    another operation's response, a second response, bytes after the
-    response, an unsolicited message, malformed BER.  The link is discarded
-    and the operation fails (never retried: the answer cannot be trusted)."""
+    """The server sent what no request asked for (another message id or operation, a second
+    response, trailing bytes, an unsolicited message, malformed BER): the link is discarded and
+    the operation fails, never retried (the answer cannot be trusted)."""
 
 
 class LdapTimeout(BackendError):
@@ -166,7 +166,7 @@ class Link:
         self._connection = connection
         self._sock: socket.socket = connection.socket
         self._buffer = bytearray()
-        self._next_id = 1
+        self._last_id = 0
         self.opened_at = time.monotonic()
         self.broken = False
         #: a connection of the user-bind pool: searches only after this
@@ -218,9 +218,9 @@ class Link:
     # -------------------------------------------------------- I/O
 
     def _take_id(self) -> int:
-        msgid = self._next_id
-        self._next_id = msgid + 1 if msgid < 0x7FFFFFFF else 1
-        return msgid
+        """A random message id in 1..2**31-1, never the previous one: a response sent ahead cannot guess it."""
+        self._last_id = (self._last_id + secrets.randbelow(0x7FFFFFFE)) % 0x7FFFFFFF + 1
+        return self._last_id
 
     def _read_message(self, deadline: float) -> wire.Message:
         buffer = self._buffer
