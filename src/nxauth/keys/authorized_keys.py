@@ -69,6 +69,9 @@ _SPELLING: Final = {"x11-forwarding": "X11-forwarding"}
 _ENV_NAME: Final = re.compile(r"[A-Za-z0-9_]+")
 _KEY_PART: Final = re.compile(r"([^ \t]+)(?:[ \t]+([^ \t]+))?(?:[ \t]+(.*))?", re.DOTALL)
 _TUNNEL_MAX: Final = 0x7FFFFFFF - 2
+#: auth-options.h SSH_AUTHOPT_ENV_MAX and SSH_AUTHOPT_PERMIT_MAX (checked before adding, as sshd)
+_ENV_MAX: Final = 1024
+_PERMIT_MAX: Final = 4096
 
 
 @final
@@ -317,11 +320,16 @@ def _set_valued(st: dict[str, Any], lists: dict[str, list[str]], word: str, valu
         when = parse_expiry_time(value)
         st[field] = min(when, st.get(field, when))
     elif word == "environment":
+        if len(lists[word]) > _ENV_MAX:
+            raise KeyFormatError("too many environment strings")
         name, eq, _ = value.partition("=")
         if not eq or not _ENV_NAME.fullmatch(name):
             raise KeyFormatError(f"invalid environment string {value[:40]!r}")
-        lists[word].append(value)
+        if not any(seen.startswith(name + "=") for seen in lists[word]):  # the first one wins, as in sshd
+            lists[word].append(value)
     elif word in ("permitopen", "permitlisten"):
+        if len(lists[word]) > _PERMIT_MAX:
+            raise KeyFormatError("too many permission directives")
         _check_permit(value, word == "permitlisten")
         lists[word].append(value)
     else:

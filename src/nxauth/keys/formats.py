@@ -158,8 +158,8 @@ def _parse_blob(blob: bytes, depth: int) -> _KeyData:
     r = Reader(blob, "key")
     key_type = r.text()
     if key_type in CERT_BASE:
-        if depth > MAX_CERT_DEPTH:
-            raise KeyFormatError("certificate nested too deep (a CA key that is a certificate signed by one)")
+        if depth > MAX_CERT_DEPTH:  # sshkey.c cert_parse: the CA blob is read with allow_cert=0
+            raise KeyFormatError("the CA key of a certificate is itself a certificate")
         cert = _parse_certificate(blob, r, key_type, CERT_BASE[key_type], depth)
         inner = cert.public_key._data
         data = _KeyData(key_type, inner.base_type, inner.bits, inner.params, inner.application)

@@ -9,7 +9,7 @@ import ipaddress
 from collections.abc import Sequence
 from typing import Final
 
-__all__ = ["match_from", "match_source_address"]
+__all__ = ["match_from", "match_source_address", "valid_source_address"]
 
 
 def _glob(s: str, p: str) -> bool:
@@ -195,17 +195,32 @@ def match_from(patterns: Sequence[str], host: str) -> bool:
 _CIDR_CHARS: Final = frozenset("0123456789abcdefABCDEF.:/")
 
 
-def match_source_address(allowed: str, host: str) -> int:
-    """A certificate's ``source-address`` (addr_match_cidr_list): 1 when ``host`` is in one of the
-    comma-separated CIDR networks, 0 when not, -1 when the list is invalid (no wildcards, no ``!``)."""
+def _source_networks(allowed: object) -> list[tuple[int, int, int]] | None:
+    """The networks of a ``source-address`` list, or None if any entry is invalid (empty, too long,
+    a character outside ``0-9a-fA-F.:/``, not an address, a bad mask or host bits set)."""
     if not isinstance(allowed, str):
-        return -1
+        return None
     networks: list[tuple[int, int, int]] = []
     for entry in allowed.split(","):
         net = _pton_cidr(entry) if entry and len(entry) <= 49 and set(entry) <= _CIDR_CHARS else -1
         if not isinstance(net, tuple):
-            return -1
+            return None
         networks.append(net)
+    return networks
+
+
+def valid_source_address(allowed: str) -> bool:
+    """Whether a certificate's ``source-address`` list is valid, without an address to match: the
+    syntax check sshd makes when it reads the certificate (``addr_match_cidr_list(NULL, list)``)."""
+    return _source_networks(allowed) is not None
+
+
+def match_source_address(allowed: str, host: str) -> int:
+    """A certificate's ``source-address`` (addr_match_cidr_list): 1 when ``host`` is in one of the
+    comma-separated CIDR networks, 0 when not, -1 when the list is invalid (no wildcards, no ``!``)."""
+    networks = _source_networks(allowed)
+    if networks is None:
+        return -1
     address = _normalise_host(host) if isinstance(host, str) else None
     parsed = _parse_addr(address) if address is not None else None
     return int(parsed is not None and any(_netmatch(parsed, net) for net in networks))

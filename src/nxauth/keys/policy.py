@@ -28,7 +28,7 @@ from typing import Any, Final, NamedTuple, final
 from nxauth.errors import KeyFormatError
 from nxauth.keys.authorized_keys import AuthorizedKey
 from nxauth.keys.formats import CERT_TYPE_USER, FOREVER, Certificate, PublicKey
-from nxauth.keys.patterns import match_from, match_source_address
+from nxauth.keys.patterns import match_from, match_source_address, valid_source_address
 from nxauth.keys.wire import DSS, PLAIN_KEY_TYPES, RSA, SK_USER_PRESENCE, SK_USER_VERIFIED, Reader
 from nxauth.model import Reason
 
@@ -146,8 +146,10 @@ def _check_certificate(policy: KeyPolicy, cert: Certificate, now: float) -> KeyD
         for name, data in cert.critical_options_raw:
             if name == "force-command":
                 terms.force_command = _inner_string(name, data)
-            elif name == "source-address":
+            elif name == "source-address":  # syntax checked now, as sshd does, even if the match is deferred
                 terms.source_address = _inner_string(name, data)
+                if not valid_source_address(terms.source_address):
+                    return _refuse(Reason.CERTIFICATE_INVALID, "certificate source-address is invalid")
             elif name == "verify-required" and not data:
                 terms.verify_required = True
             else:
@@ -182,6 +184,8 @@ def _check_entry(
     cert = key.certificate
     if opts.expiry_time is not None and not now <= opts.expiry_time:  # NaN counts as expired
         return _refuse(Reason.KEY_EXPIRED, f"expiry-time {opts.expiry_time:.0f} passed (line {entry.lineno})", entry)
+    if opts.principals is not None and not opts.cert_authority:  # auth_authorise_keyopts: denied
+        return _refuse(Reason.KEY_FORMAT, f"principals= on a line without cert-authority (line {entry.lineno})", entry)
     if opts.from_patterns is not None and check_source:
         if peer_host is None:
             return _refuse(Reason.SOURCE_REFUSED, "from= set but the peer address is unknown", entry)

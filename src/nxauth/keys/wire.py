@@ -94,7 +94,7 @@ SK_USER_VERIFIED: Final = 0x04
 MAX_BLOB_SIZE: Final = 64 * 1024
 MAX_RSA_BITS: Final = 16384
 _MAX_MPINT: Final = MAX_RSA_BITS // 8 + 1
-MAX_CERT_DEPTH: Final = 1  # a CA key may be a certificate (refused later), not deeper
+MAX_CERT_DEPTH: Final = 0  # a certificate, never a certificate whose CA key is one (as sshd)
 
 
 class Reader:

@@ -21,6 +21,7 @@ from nxauth.backends.ldap.connection import (
     Link,
     LinkError,
     Pool,
+    ProtocolViolation,
     SearchResult,
     ServerSet,
     VerifiedTls,
@@ -84,6 +85,7 @@ DETAIL_WORDS: Final = frozenset(
         "no-user-base",
         "ldap-timeout",
         "ldap-error",
+        "ldap-protocol-violation",
     }
 )
 
@@ -331,6 +333,9 @@ class LdapBackend:
         except LdapTimeout as exc:
             log.warning("ldap %s: timeout for user %s: %s", self.name, escape_for_log(username), exc)
             return Verdict.deny(Reason.TIMEOUT, "ldap-timeout")
+        except ProtocolViolation as exc:
+            log.warning("ldap %s: %s", self.name, exc)
+            return Verdict.deny(Reason.BACKEND_ERROR, "ldap-protocol-violation")
         except BackendError as exc:
             log.warning("ldap %s: %s", self.name, exc)
             return Verdict.deny(Reason.BACKEND_ERROR, "ldap-error")
@@ -430,6 +435,9 @@ class LdapBackend:
             return self._service.run(lambda link: self._lookup_and_evaluate(link, username, deadline), deadline)
         except LdapTimeout:
             return Verdict.deny(Reason.TIMEOUT, "ldap-timeout")
+        except ProtocolViolation as exc:
+            log.warning("ldap %s: %s", self.name, exc)
+            return Verdict.deny(Reason.BACKEND_ERROR, "ldap-protocol-violation")
         except BackendError as exc:
             log.warning("ldap %s: %s", self.name, exc)
             return Verdict.deny(Reason.BACKEND_ERROR, "ldap-error")

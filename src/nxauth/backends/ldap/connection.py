@@ -12,7 +12,7 @@ deadlines on every wait, and pools of reusable connections.
   that raised, timed out or broke is closed.  A connection that cannot be
   opened, or a pooled one found dead, is retried on the next server; a
   timeout is not retried, so a hung server delays a login by at most its
-  deadline.
+  deadline; nor is a :class:`ProtocolViolation` (see :meth:`Link.exchange`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from __future__ import annotations
 import collections
 import contextlib
 import logging
+import secrets
+import select
 import socket
 import ssl
 import threading
@@ -39,6 +41,7 @@ __all__ = [
     "Link",
     "LinkError",
     "Pool",
+    "ProtocolViolation",
     "SearchResult",
     "ServerSet",
     "ServerSpec",
@@ -57,6 +60,12 @@ UNAVAILABLE_CODES: Final = frozenset({51, 52})  # busy, unavailable
 
 class LinkError(BackendError):
     """A connection could not be opened or used (refused, reset, TLS failure)."""
+
+
+class ProtocolViolation(LinkError):
+    """The server sent what no request asked for (another message id or operation, a second
+    response, trailing bytes, an unsolicited message, malformed BER): the link is discarded and
+    the operation fails, never retried (the answer cannot be trusted)."""
 
 
 class LdapTimeout(BackendError):
@@ -157,7 +166,7 @@ class Link:
         self._connection = connection
         self._sock: socket.socket = connection.socket
         self._buffer = bytearray()
-        self._next_id = 1
+        self._last_id = 0
         self.opened_at = time.monotonic()
         self.broken = False
         #: a connection of the user-bind pool: searches only after this
@@ -209,9 +218,9 @@ class Link:
     # -------------------------------------------------------- I/O
 
     def _take_id(self) -> int:
-        msgid = self._next_id
-        self._next_id = msgid + 1 if msgid < 0x7FFFFFFF else 1
-        return msgid
+        """A random message id in 1..2**31-1, never the previous one: a response sent ahead cannot guess it."""
+        self._last_id = (self._last_id + secrets.randbelow(0x7FFFFFFE)) % 0x7FFFFFFF + 1
+        return self._last_id
 
     def _read_message(self, deadline: float) -> wire.Message:
         buffer = self._buffer
@@ -227,34 +236,77 @@ class Link:
                 raise LinkError(f"{self.spec}: connection closed by the server")
             buffer += chunk
 
-    def exchange(self, build: Callable[[int], bytes], deadline: float) -> list[wire.Message]:
-        """Send the request ``build(msgid)`` and read until its final response."""
+    def _check_idle(self) -> None:
+        """Nothing may arrive between two exchanges: a server that closed the
+        link or said goodbye is a LinkError, anything else a ProtocolViolation."""
+        sock, chunk = self._sock, b"?"
+        if self._buffer or (isinstance(sock, ssl.SSLSocket) and sock.pending()) or select.select([sock], [], [], 0)[0]:
+            sock.settimeout(0.0)
+            with contextlib.suppress(ssl.SSLWantReadError, BlockingIOError):  # TLS records without data
+                self._buffer += (chunk := sock.recv(65536))
+        if not chunk:
+            raise LinkError(f"{self.spec}: connection closed by the server")
+        size = wire.message_length(self._buffer)
+        if (
+            size is not None
+            and len(self._buffer) >= size
+            and wire.is_notice_of_disconnection(wire.decode_message(bytes(self._buffer[:size])))
+        ):
+            raise LinkError(f"{self.spec}: the server ended the session (notice of disconnection)")
+        if self._buffer:
+            raise ProtocolViolation(f"{self.spec}: data received with no request outstanding")
+
+    def idle_clean(self) -> bool:
+        """Whether the link may go back to the pool (nothing arrived unasked)."""
+        try:
+            if not self.broken:
+                self._check_idle()
+        except (OSError, ValueError, LinkError):
+            self.broken = True
+        return not self.broken
+
+    def exchange(
+        self,
+        build: Callable[[int], bytes],
+        deadline: float,
+        final: int = wire.OP_BIND_RESPONSE,
+        partial: frozenset[int] = frozenset(),
+    ) -> list[wire.Message]:
+        """Send the request ``build(msgid)`` and read until its final response
+        (op ``final``, after any number of ``partial`` ones).  Every message
+        must carry ``msgid`` and one of these ops, and nothing may follow the
+        final one; anything else is a :class:`ProtocolViolation`."""
         if self.broken:
             raise LinkError(f"{self.spec}: connection already failed")
         msgid = self._take_id()
         try:
+            self._check_idle()
             self._sock.settimeout(_remaining(deadline))
             self._sock.sendall(build(msgid))
             out = []
             while True:
                 message = self._read_message(deadline)
-                if message.msgid == 0:
+                if wire.is_notice_of_disconnection(message):
                     raise LinkError(f"{self.spec}: the server ended the session (notice of disconnection)")
                 if message.msgid != msgid:
-                    raise LinkError(f"{self.spec}: response to message {message.msgid}, expected {msgid}")
+                    raise ProtocolViolation(f"{self.spec}: response to message {message.msgid}, expected {msgid}")
                 out.append(message)
-                if message.op not in (wire.OP_SEARCH_ENTRY, wire.OP_SEARCH_REFERENCE):
+                if message.op == final:
+                    if self._buffer:
+                        raise ProtocolViolation(f"{self.spec}: data after the response to message {msgid}")
                     return out
-        except LdapTimeout:
-            self.broken = True
-            raise LdapTimeout(f"{self.spec}: no answer within the deadline") from None
-        except TimeoutError:
+                if message.op not in partial:
+                    raise ProtocolViolation(f"{self.spec}: response of type 0x{message.op:02x} to message {msgid}")
+        except (LdapTimeout, TimeoutError):
             self.broken = True
             raise LdapTimeout(f"{self.spec}: no answer within the deadline") from None
         except LinkError:
             self.broken = True
             raise
-        except (OSError, wire.WireError) as exc:
+        except wire.WireError as exc:
+            self.broken = True
+            raise ProtocolViolation(f"{self.spec}: {exc}") from None
+        except OSError as exc:
             self.broken = True
             raise LinkError(f"{self.spec}: {_describe(exc)}") from None
 
@@ -268,11 +320,7 @@ class Link:
         """A simple bind; the result as the server gave it (codes 51/52 raise)."""
         encoded = name.encode("utf-8")
         messages = self.exchange(lambda msgid: wire.bind_request(msgid, encoded, password, controls), deadline)
-        final_message = messages[-1]
-        if final_message.op != wire.OP_BIND_RESPONSE:
-            self.broken = True
-            raise LinkError(f"{self.spec}: unexpected response to a bind")
-        result = _result(self, final_message)
+        result = _result(self, messages[-1])
         if result.code in UNAVAILABLE_CODES:
             raise LinkError(f"{self.spec}: bind refused with {result.describe()}")
         self.bound_in_checkout = result.ok
@@ -298,6 +346,8 @@ class Link:
                 msgid, encoded, scope, filter_ber, attributes, size_limit=size_limit, time_limit=time_limit
             ),
             deadline,
+            wire.OP_SEARCH_DONE,
+            frozenset({wire.OP_SEARCH_ENTRY, wire.OP_SEARCH_REFERENCE}),
         )
         entries = []
         references: list[str] = []
@@ -309,10 +359,7 @@ class Link:
                     references.extend(wire.decode_reference(message))
         except wire.WireError as exc:
             self.broken = True
-            raise LinkError(f"{self.spec}: {exc}") from None
-        if messages[-1].op != wire.OP_SEARCH_DONE:
-            self.broken = True
-            raise LinkError(f"{self.spec}: unexpected response to a search")
+            raise ProtocolViolation(f"{self.spec}: {exc}") from None
         result = _result(self, messages[-1])
         if result.code in UNAVAILABLE_CODES:
             raise LinkError(f"{self.spec}: search refused with {result.describe()}")
@@ -338,7 +385,7 @@ def _result(link: Link, message: wire.Message) -> wire.Result:
         return wire.decode_result(message)
     except wire.WireError as exc:
         link.broken = True
-        raise LinkError(f"{link.spec}: {exc}") from None
+        raise ProtocolViolation(f"{link.spec}: {exc}") from None
 
 
 def _is_timeout(exc: BaseException) -> bool:
@@ -462,7 +509,7 @@ class Pool:
 
     def _give_back(self, link: Link) -> None:
         link.bound_in_checkout = False
-        if not link.broken and not self._closed and time.monotonic() - link.opened_at < self._lifetime:
+        if link.idle_clean() and not self._closed and time.monotonic() - link.opened_at < self._lifetime:
             with self._lock:
                 if len(self._idle) < self._size:
                     self._idle.append(link)
@@ -492,15 +539,13 @@ class Pool:
             try:
                 if self._prepare is not None:
                     self._prepare(link, deadline)
-            except LinkError as exc:
+            except (LinkError, LdapTimeout) as exc:
                 link.close()
                 self.servers.mark_dead(spec, str(exc))
+                if isinstance(exc, LdapTimeout | ProtocolViolation):  # deadline spent / answers untrusted
+                    raise
                 errors.append(str(exc))
                 continue
-            except LdapTimeout as exc:  # the deadline is spent: no next server
-                link.close()
-                self.servers.mark_dead(spec, str(exc))
-                raise
             except BaseException:
                 link.close()
                 raise
@@ -522,7 +567,7 @@ class Pool:
                 link = self._open(deadline, exclude)
             try:
                 result = work(link)
-            except LdapTimeout as exc:
+            except (LdapTimeout, ProtocolViolation) as exc:  # not retried (a violation: answers untrusted)
                 link.close()
                 self.servers.mark_dead(link.spec, str(exc))
                 self._flush(link.spec)

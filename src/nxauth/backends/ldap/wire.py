@@ -42,6 +42,18 @@ OP_SEARCH_DONE: Final = 0x65
 OP_SEARCH_REFERENCE: Final = 0x73
 OP_EXTENDED_RESPONSE: Final = 0x78
 
+#: The only unsolicited message (message id 0) LDAPv3 defines (RFC 4511 4.4.1).
+NOTICE_OF_DISCONNECTION: Final = "1.3.6.1.4.1.1466.20036"
+
+#: The LDAPResult components an operation's response may carry after the
+#: three fixed ones, in this order: referral [3], then serverSaslCreds [7]
+#: (bind) or responseName [10] / responseValue [11] (extended).
+RESULT_EXTRAS: Final = {
+    OP_BIND_RESPONSE: (0xA3, 0x87),
+    OP_SEARCH_DONE: (0xA3,),
+    OP_EXTENDED_RESPONSE: (0xA3, 0x8A, 0x8B),
+}
+
 SCOPES: Final = {"base": 0, "one": 1, "subtree": 2}
 
 
@@ -211,6 +223,8 @@ def decode_message(data: bytes) -> Message:
     parts = _children(data, start, end)
     if len(parts) < 2 or parts[0][0] != 0x02:
         raise WireError("LDAP message without id or operation")
+    if len(parts) > 3 or (len(parts) == 3 and parts[2][0] != 0xA0):
+        raise WireError("trailing data in an LDAP message")
     msgid = _int(data, parts[0][1], parts[0][2])
     op, op_start, op_end = parts[1]
     controls: dict[str, bytes] = {}
@@ -250,10 +264,16 @@ class Result:
 
 
 def decode_result(message: Message) -> Result:
+    """The LDAPResult of a bind, search-done or extended response; any
+    component its operation does not define (or out of order) is refused."""
     data = message.data
     parts = _children(data, message.start, message.end)
-    if len(parts) < 3 or parts[0][0] != 0x0A:
+    if len(parts) < 3 or parts[0][0] != 0x0A or parts[1][0] != 0x04 or parts[2][0] != 0x04:
         raise WireError("bad LDAPResult")
+    extras = RESULT_EXTRAS.get(message.op, ())
+    tags = [tag for tag, _, _ in parts[3:]]
+    if any(tag not in extras for tag in tags) or tags != sorted(set(tags), key=extras.index):
+        raise WireError("unexpected component in an LDAPResult")
     code = _int(data, parts[0][1], parts[0][2])
     matched = data[parts[1][1] : parts[1][2]].decode("utf-8", "replace")
     text = data[parts[2][1] : parts[2][2]].decode("utf-8", "replace")
@@ -299,6 +319,15 @@ def decode_entry(message: Message) -> Entry:
         values = tuple(data[vs:ve] for _, vs, ve in _children(data, items[1][1], items[1][2]))
         attributes[name] = attributes.get(name, ()) + values
     return Entry(dn, attributes)
+
+
+def is_notice_of_disconnection(message: Message) -> bool:
+    """Whether ``message`` is the server's Notice of Disconnection."""
+    if message.msgid != 0 or message.op != OP_EXTENDED_RESPONSE:
+        return False
+    parts = _children(message.data, message.start, message.end)
+    names = [message.data[s:e] for tag, s, e in parts[3:] if tag == 0x8A]
+    return names == [NOTICE_OF_DISCONNECTION.encode("ascii")]
 
 
 def decode_reference(message: Message) -> tuple[str, ...]:
