@@ -15,31 +15,14 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from tests.support.ber import integer, message, octets, read_tlv, tlv
+
 __all__ = ["EchoServer", "echo_server"]
 
 # protocolOp tags ([APPLICATION n])
 BIND_REQUEST, BIND_RESPONSE, UNBIND = 0x60, 0x61, 0x42
 SEARCH_REQUEST, SEARCH_ENTRY, SEARCH_DONE = 0x63, 0x64, 0x65
 EXTENDED_REQUEST, EXTENDED_RESPONSE = 0x77, 0x78
-
-
-def _length(n: int) -> bytes:
-    if n < 0x80:
-        return bytes([n])
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes([0x80 | len(body)]) + body
-
-
-def tlv(tag: int, content: bytes) -> bytes:
-    return bytes([tag]) + _length(len(content)) + content
-
-
-def integer(value: int, tag: int = 0x02) -> bytes:
-    return tlv(tag, value.to_bytes(max(1, (value.bit_length() + 8) // 8), "big", signed=True))
-
-
-def octets(value: bytes, tag: int = 0x04) -> bytes:
-    return tlv(tag, value)
 
 
 def result(op: int, code: int, matched: bytes, message: bytes, referral: bytes | None = None) -> bytes:
@@ -49,22 +32,10 @@ def result(op: int, code: int, matched: bytes, message: bytes, referral: bytes |
     return tlv(op, body)
 
 
-def message(message_id: int, op: bytes) -> bytes:
-    return tlv(0x30, integer(message_id) + op)
-
-
 def _read_tlv(data: bytes, at: int) -> tuple[int, bytes, int]:
     """(tag, content, next offset) of the element at ``at``."""
-    tag = data[at]
-    first = data[at + 1]
-    at += 2
-    if first & 0x80:
-        count = first & 0x7F
-        size = int.from_bytes(data[at : at + count], "big")
-        at += count
-    else:
-        size = first
-    return tag, data[at : at + size], at + size
+    tag, start, end = read_tlv(data, at)
+    return tag, data[start:end], end
 
 
 def _recv_message(conn: socket.socket) -> bytes | None:

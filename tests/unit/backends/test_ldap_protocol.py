@@ -27,33 +27,12 @@ from nxauth import Reason
 from nxauth.config import BackendConfig, Config
 from nxauth.plugins.registry import BackendContext
 from nxauth.testing import make_attempt
+from tests.support.ber import ldap_result, message, read_tlv, tlv
 
 pytest.importorskip("ldap3")
 
 NOD_OID = b"1.3.6.1.4.1.1466.20036"
 USER_DN = "uid={username},ou=people,dc=example,dc=org"
-
-# ------------------------------------------------------------ BER, by hand
-
-
-def tlv(tag: int, content: bytes) -> bytes:
-    n = len(content)
-    if n < 0x80:
-        return bytes((tag, n)) + content
-    body = n.to_bytes((n.bit_length() + 7) // 8, "big")
-    return bytes((tag, 0x80 | len(body))) + body + content
-
-
-def integer(n: int, tag: int = 0x02) -> bytes:
-    return tlv(tag, n.to_bytes(max(1, (n.bit_length() + 8) // 8), "big", signed=True))
-
-
-def message(msgid: int, op: bytes, trailing: bytes = b"") -> bytes:
-    return tlv(0x30, integer(msgid) + op + trailing)
-
-
-def ldap_result(code: int, extra: bytes = b"") -> bytes:
-    return integer(code, 0x0A) + tlv(0x04, b"") + tlv(0x04, b"") + extra
 
 
 def bind_response(msgid: int, code: int, *, trailing: bytes = b"", extra: bytes = b"") -> bytes:
@@ -77,15 +56,6 @@ def extended_response(msgid: int, code: int, name: bytes | None = None) -> bytes
 
 def notice_of_disconnection() -> bytes:
     return extended_response(0, 52, NOD_OID)
-
-
-def read_tlv(data: bytes, pos: int) -> tuple[int, int, int]:
-    tag, first = data[pos], data[pos + 1]
-    pos += 2
-    if first >= 0x80:
-        count = first & 0x7F
-        first, pos = int.from_bytes(data[pos : pos + count], "big"), pos + count
-    return tag, pos, pos + first
 
 
 @dataclass
