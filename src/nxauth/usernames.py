@@ -2,7 +2,8 @@
 
 The canonical name is used everywhere after stage 2 begins: stacks, the
 allowlist, the throttle, the logs.  It is the NFC form, case-folded unless the
-configuration says ``usernames.case = "preserve"``.
+configuration says ``usernames.case = "preserve"``; folding also takes the
+dotted capital I (``İ``) to ``i``, as slapd does.
 
 Directories match names more loosely than that (LDAP's ``caseIgnoreMatch``
 folds width and compatibility forms and collapses inner spaces; Active
@@ -57,7 +58,9 @@ def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256
         raise InvalidUsername(f"username longer than {max_length} characters", "username-too-long")
     name = unicodedata.normalize("NFC", raw)
     if case == "fold":
-        name = unicodedata.normalize("NFC", name.casefold())
+        # U+0130 (dotted capital I) casefolds to i + U+0307, which looks like i
+        # and which directories fold to i: fold it to i, as Turkic case folding does
+        name = unicodedata.normalize("NFC", name.casefold().replace("i\u0307", "i"))
     if len(name) > max_length:
         raise InvalidUsername(f"username longer than {max_length} characters", "username-too-long")
     if name != name.strip() or raw != raw.strip():
