@@ -34,7 +34,8 @@ PEER = ("198.51.100.7", 40000)
 KEY = TransportKey("lookalikes")
 SEARCH = {"user_base": PEOPLE, "bind_dn": SERVICE_DN, "bind_password": Secret(SERVICE_PASSWORD)}
 DIRECT = {"user_dn": "uid={username},ou=people,dc=example,dc=org"}
-MODES = {"search": SEARCH, "dn": DIRECT}
+DIRECT_WITH_SERVICE = {**DIRECT, "bind_dn": SERVICE_DN, "bind_password": Secret(SERVICE_PASSWORD)}
+MODES = {"search": SEARCH, "dn": DIRECT, "dn+service": DIRECT_WITH_SERVICE}
 SETTINGS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
@@ -103,7 +104,11 @@ def test_a_lookalike_gets_the_stored_name_or_nothing(open_auth: nxauth.Authentic
 # ------------------------------------------------------------ the lockout holds
 
 
-@pytest.fixture(scope="module", params=[("search", "fold"), ("search", "preserve"), ("dn", "fold")], ids=str)
+@pytest.fixture(
+    scope="module",
+    params=[("search", "fold"), ("search", "preserve"), ("dn", "fold"), ("dn+service", "preserve")],
+    ids=str,
+)
 def locked_alice(
     request: pytest.FixtureRequest, directory: Slapd, tls: TlsFiles, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[tuple[nxauth.Authenticator, str]]:
@@ -156,8 +161,8 @@ def test_no_lookalike_has_a_password_tried_while_alice_is_locked_out(
 ) -> None:
     """A wrong password under a look-alike that the directory matches to
     alice would be a guess at alice's password that her lockout did not stop.
-    In search mode the entry is read before any bind: no bind is tried."""
+    With a service account the entry is read before any bind: no bind is tried."""
     auth, mode = locked_alice
-    if mode != "search":
-        pytest.skip("direct bind: the bind is the lookup")
+    if mode == "dn":
+        pytest.skip("direct bind without a service account: the bind is the lookup")
     assert login(auth, typed, "a wrong guess") is not Reason.BAD_PASSWORD, typed

@@ -126,10 +126,11 @@ collapses and trims spaces, and folds ``İ`` to ``i``; AD ignores width), so
 the entry a look-alike finds is the real user's.  The entry is therefore
 always read, and its ``username_attribute`` (one value) is the name the
 verdict reports; the core refuses the login (``name-mismatch``) unless it is
-the canonical form of the name typed.  When the entry is searched for before
-the bind (``user_base``), an entry storing another name is refused before the
-password is sent (``username-attribute-differs``), so look-alikes cannot be
-used to guess the real user's password past the throttle.  A user who types
+the canonical form of the name typed.  When the entry can be read before the
+bind (search then bind, or a service account), an entry storing another name
+is refused before the password is sent (``username-attribute-differs``), so
+look-alikes cannot be used to guess the real user's password past the
+throttle.  A user who types
 the UPN while the attribute is ``sAMAccountName`` is refused: one account, one
 name (set ``username_attribute = "userPrincipalName"`` and a matching
 ``user_filter`` to log in by UPN).

@@ -404,7 +404,8 @@ class LdapBackend:
         settings = self.settings
         as_user = settings.bind_dn is None  # no service account: read as the user just bound
         entry: wire.Entry | None = None
-        if settings.mode == "search":
+        bind_name = self._bind_name(username) if settings.mode != "search" else ""
+        if settings.mode == "search" or not as_user:  # the entry can be read before the bind
             entry = self._service.run(
                 lambda link: self._find(link, username, deadline, self._entry_attributes), deadline
             )
@@ -413,9 +414,7 @@ class LdapBackend:
             different = self._other_name(entry, username)
             if different is not None:  # a look-alike the directory matched: the password is not tried
                 return different
-            bind_name = entry.dn
-        else:
-            bind_name = self._bind_name(username)
+            bind_name = bind_name or entry.dn
         secret = password.reveal_bytes()
 
         def bind(link: Link) -> Verdict | wire.Entry | None:
