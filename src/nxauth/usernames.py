@@ -2,7 +2,15 @@
 
 The canonical name is used everywhere after stage 2 begins: stacks, the
 allowlist, the throttle, the logs.  It is the NFC form, case-folded unless the
-configuration says ``usernames.case = "preserve"``.
+configuration says ``usernames.case = "preserve"``; folding also takes the
+dotted capital I (``İ``) to ``i``, as slapd does.
+
+Directories match names more loosely than that (LDAP's ``caseIgnoreMatch``
+folds width and compatibility forms and collapses inner spaces; Active
+Directory ignores width), so a name that only a compatibility mapping or a
+space collapse would make equal to another is refused rather than mapped:
+its NFKC form must be itself, and it has no run of more than one space.  One
+account then has one name, which the throttle and the lists key on.
 """
 
 from __future__ import annotations
@@ -35,8 +43,12 @@ def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256
     """Return the canonical form of ``raw`` or raise :class:`InvalidUsername`.
 
     Refused: non-strings, empty names, NUL and other control or format
-    characters, unassigned code points, leading or trailing white space, and
-    names longer than ``max_length`` characters (after normalization).
+    characters, unassigned code points, leading or trailing white space,
+    names longer than ``max_length`` characters (after normalization),
+    compatibility forms (a name whose NFKC form is not itself: fullwidth
+    letters, ligatures, the Kelvin sign's kin, no-break and other spaces) and
+    runs of more than one space: look-alikes that a directory would match to
+    another user's name.
     """
     if not isinstance(raw, str):
         raise InvalidUsername(f"a username is a str, not {type(raw).__name__}", "username-not-a-str")
@@ -46,7 +58,9 @@ def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256
         raise InvalidUsername(f"username longer than {max_length} characters", "username-too-long")
     name = unicodedata.normalize("NFC", raw)
     if case == "fold":
-        name = unicodedata.normalize("NFC", name.casefold())
+        # U+0130 (dotted capital I) casefolds to i + U+0307, which looks like i
+        # and which directories fold to i: fold it to i, as Turkic case folding does
+        name = unicodedata.normalize("NFC", name.casefold().replace("i\u0307", "i"))
     if len(name) > max_length:
         raise InvalidUsername(f"username longer than {max_length} characters", "username-too-long")
     if name != name.strip() or raw != raw.strip():
@@ -54,6 +68,10 @@ def normalize_username(raw: object, *, case: str = "fold", max_length: int = 256
     for char in name:
         if unicodedata.category(char) in _REFUSED_CATEGORIES:
             raise InvalidUsername(f"control or unassigned character U+{ord(char):04X}", "username-control-character")
+    if unicodedata.normalize("NFKC", name) != name:
+        raise InvalidUsername("compatibility form of another name (NFKC differs)", "username-compatibility-form")
+    if "  " in name:
+        raise InvalidUsername("more than one space in a row", "username-inner-space")
     return name
 
 

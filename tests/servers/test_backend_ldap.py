@@ -402,7 +402,8 @@ AD_LIKE = {"implementation": "activedirectory", **SEARCH}
     ("username", "password_of", "reason"),
     [
         ("jdoe", "jdoe", None),
-        ("jdoe@corp.example.org", "jdoe", None),
+        # the UPN finds the entry, whose sAMAccountName is another name for the account: refused
+        ("jdoe@corp.example.org", "jdoe", Reason.NAME_MISMATCH),
         ("disabled", "disabled", Reason.DISABLED),
         ("expired", "expired", Reason.ACCOUNT_EXPIRED),
         ("changeme", "changeme", Reason.PASSWORD_EXPIRED),

@@ -104,7 +104,7 @@ class PasswordsBackend:
             return Verdict.deny(Reason.BAD_PASSWORD, check.detail)
         if check.new_hash is not None:
             self._upgrade(record.username, record.password_hash, check.new_hash)
-        return Verdict.allow()
+        return Verdict.allow(username=record.username)  # the stored row's name, checked by the core
 
     def _upgrade(self, username: str, old_hash: str, new_hash: str) -> None:
         """Store the re-hashed password unless it changed meanwhile.  A

@@ -99,7 +99,8 @@ class SystemAccountBackend:
         if self._shell_refused(shell):
             return Verdict.deny(Reason.RESTRICTED, "shell-refused")
         return Verdict.allow(
-            attributes={"uid": uid, "gid": int(entry.pw_gid), "home": str(entry.pw_dir), "shell": shell}
+            username=str(entry.pw_name),  # the passwd entry's name, checked again by the core
+            attributes={"uid": uid, "gid": int(entry.pw_gid), "home": str(entry.pw_dir), "shell": shell},
         )
 
 

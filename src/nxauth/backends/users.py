@@ -48,7 +48,7 @@ class UsersBackend:
             return Verdict.deny(Reason.NOT_LISTED, "not-in-user-database")
         if not record.enabled:
             return Verdict.deny(Reason.DISABLED, "disabled-in-user-database")
-        return Verdict.allow()
+        return Verdict.allow(username=record.username)  # the stored row's name, checked by the core
 
 
 def build(context: BackendContext) -> UsersBackend:

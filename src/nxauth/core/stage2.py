@@ -8,12 +8,13 @@ reason and detail words)."""
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 from nxauth.codes import Outcome
-from nxauth.core.stack import Step, evaluate, merge_allowed
+from nxauth.core.stack import Step, StepOutcome, evaluate, merge_allowed
 from nxauth.model import Attempt, Identity, Peer, Reason, Secret, TransportGrant
 
 if TYPE_CHECKING:
@@ -90,10 +91,7 @@ def decide(
     )
     if not result.allowed:
         raise Denied(result.verdict.reason, backend=result.decided_by, detail=_messages(attempt, result.verdict.detail))
-    for outcome in result.allowed_by:
-        reported = outcome.verdict.username
-        if reported is not None and reported != username and auth.canonical_or_none(reported) != username:
-            raise Denied(Reason.NAME_MISMATCH, backend=outcome.name, detail="backend-reported-another-name")
+    _check_reported_names(auth, username, result.allowed_by)
     backend = result.allowed_by[0].name
     groups, attributes = merge_allowed(result.allowed_by)
     identity = Identity(username, backend, peer, session_id, grant, groups, attributes, authenticated_at=auth.clock())
@@ -102,6 +100,7 @@ def decide(
     )
     if not account.allowed:
         raise Denied(account.verdict.reason, backend=account.decided_by, detail=account.verdict.detail)
+    _check_reported_names(auth, username, account.allowed_by)
     more_groups, more_attributes = merge_allowed(account.allowed_by)
     if more_groups - groups or more_attributes.keys() - attributes.keys():
         identity = dataclasses.replace(
@@ -110,6 +109,25 @@ def decide(
             attributes=MappingProxyType({**more_attributes, **attributes}),
         )
     return identity, _messages(attempt)
+
+
+def _check_reported_names(auth: Runtime, username: str, allowed_by: Sequence[StepOutcome]) -> None:
+    """The one place where a backend's stored name meets the canonical name.
+
+    A backend that allowed and reported the name it stores for the user
+    (``Verdict.allow(username=...)``: the LDAP entry's username attribute,
+    ``PAM_USER`` after the transaction, the passwd entry, the password
+    database's row) must report the canonical name itself, or a name whose
+    canonical form it is; else the login is denied ``name-mismatch``: a
+    look-alike that the backend's own matching rules took for another user
+    never gets that user's identity.  A name that cannot be made canonical
+    (a compatibility form, a control character) never matches."""
+    for outcome in allowed_by:
+        reported = outcome.verdict.username
+        if reported is None or reported == username:
+            continue
+        if auth.canonical_or_none(reported) != username:
+            raise Denied(Reason.NAME_MISMATCH, backend=outcome.name, detail="backend-reported-another-name")
 
 
 def _messages(attempt: Attempt, word: str = "") -> str:

@@ -285,13 +285,11 @@ def test_nested_groups_use_the_transitive_matching_rule(dc: FakeDomainController
     assert any(rule in text and "(objectClass=group)" in text for text in dc.filters), dc.filters
 
 
-def test_upn_mode_without_user_base_binds_only(dc: FakeDomainController, backends: list[Any]) -> None:
-    backend = build_backend(
-        {"uri": dc.uri, "insecure": True, "implementation": "activedirectory", "upn_suffix": DOMAIN}
-    )
-    backends.append(backend)
-    assert verdict_of(backend, "jdoe").allowed
-    assert dc.filters == []  # nothing to read without user_base
+@pytest.mark.parametrize("form", [{"upn_suffix": DOMAIN}, {"netbios_domain": "CORP"}], ids=["upn", "downlevel"])
+def test_logon_name_modes_need_user_base_to_read_the_stored_name(dc: FakeDomainController, form: Any) -> None:
+    # without user_base the entry, and so the name AD stores for the account, cannot be read back
+    with pytest.raises(nxauth.ConfigError, match="user_base"):
+        build_backend({"uri": dc.uri, "insecure": True, "implementation": "activedirectory", **form})
 
 
 def test_account_role_with_a_service_account(dc: FakeDomainController, backends: list[Any]) -> None:

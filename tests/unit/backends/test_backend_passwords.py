@@ -57,7 +57,7 @@ class TestContract(AuthBackendContract):
 
 
 def test_right_password_allows(backend: PasswordsBackend) -> None:
-    assert backend.authenticate(make_attempt("alice", PASSWORD)) == nxauth.Verdict.allow()
+    assert backend.authenticate(make_attempt("alice", PASSWORD)) == nxauth.Verdict.allow(username="alice")
 
 
 def test_wrong_password(backend: PasswordsBackend) -> None:

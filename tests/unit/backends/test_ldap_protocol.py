@@ -91,7 +91,10 @@ def honest(request: Request) -> list[bytes]:
     if request.op == 0x60:
         return [bind_response(request.msgid, 0 if request.password == b"right" else 49)]
     if request.op == 0x63:
-        return [search_entry(request.msgid, USER_DN.format(username="alice"), cn="Alice"), search_done(request.msgid)]
+        return [
+            search_entry(request.msgid, USER_DN.format(username="alice"), cn="Alice", uid="alice"),
+            search_done(request.msgid),
+        ]
     return []
 
 

@@ -225,7 +225,7 @@ def test_useradd_same_canonical_name(run: Callable[..., Result], db: UserDatabas
         pytest.param("a/b", "'/'", id="slash"),
         pytest.param("a:b", "':'", id="colon"),
         pytest.param("a b", "white space", id="space"),
-        pytest.param("a\u2003b", "white space", id="em-space"),
+        pytest.param("a\u2003b", "compatibility form", id="em-space"),
         pytest.param("x" * 257, "longer than 256", id="long"),
         pytest.param("", "empty", id="empty"),
     ],

@@ -71,13 +71,19 @@ Finding the user (one of the first three, else search then bind)
   ``upn_suffix``          AD: bind as ``username@suffix``
   ``netbios_domain``      AD: bind as ``DOMAIN\\username``
   ``user_base``           where users are searched (search then bind; also
-                          where AD users' entries are read)
+                          where AD users' entries are read: required with
+                          ``upn_suffix`` and ``netbios_domain``)
   ``user_scope``          ``base``, ``one`` or ``subtree``  [subtree]
   ``user_filter``         with ``{username}``  [``(uid={username})``; AD:
                           ``(&(objectCategory=person)(objectClass=user)(|(sAMAccountName={username})``
                           ``(userPrincipalName={username})))``]
   ``bind_dn``, ``bind_password``  the service account; the password as
                           ``{env = "NAME"}`` or ``{file = "/path"}``  [anonymous]
+  ``username_attribute``  the attribute that stores the user's name, read
+                          back from the entry; it must hold one value, the
+                          canonical form of the name typed  [the attribute
+                          ``{username}`` stands for in ``user_dn``, else
+                          ``uid``; AD: ``sAMAccountName``]
 
 Groups
   ``group_base``          where groups are searched  [none]
@@ -113,6 +119,21 @@ generic message, because several sub-codes reveal that the password was
 right.  Nested groups on AD use the ``1.2.840.113556.1.4.1941`` matching rule
 (one search); elsewhere they are walked level by level, each group once, so
 cycles end.
+
+The name granted: a directory's matching rules are looser than nxauth's
+canonical form (``caseIgnoreMatch`` folds width and compatibility forms,
+collapses and trims spaces, and folds ``İ`` to ``i``; AD ignores width), so
+the entry a look-alike finds is the real user's.  The entry is therefore
+always read, and its ``username_attribute`` (one value) is the name the
+verdict reports; the core refuses the login (``name-mismatch``) unless it is
+the canonical form of the name typed.  When the entry can be read before the
+bind (search then bind, or a service account), an entry storing another name
+is refused before the password is sent (``username-attribute-differs``), so
+look-alikes cannot be used to guess the real user's password past the
+throttle.  A user who types
+the UPN while the attribute is ``sAMAccountName`` is refused: one account, one
+name (set ``username_attribute = "userPrincipalName"`` and a matching
+``user_filter`` to log in by UPN).
 
 Reasons: bad password ``bad-password``, no entry ``unknown-user``, several
 entries / server errors ``backend-error``, no answer in time ``timeout``,

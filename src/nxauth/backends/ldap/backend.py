@@ -9,6 +9,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final, final
 from urllib.parse import unquote, urlsplit
@@ -31,7 +32,7 @@ from nxauth.backends.ldap.escape import check_ad_logon_name
 from nxauth.backends.ldap.groups import Group, GroupResolver, matches
 from nxauth.errors import BackendError, KeyFormatError
 from nxauth.model import Attempt, Identity, Reason, Secret, Verdict
-from nxauth.usernames import escape_for_log
+from nxauth.usernames import InvalidUsername, escape_for_log, normalize_username
 
 if TYPE_CHECKING:
     from nxauth.keys.authorized_keys import AuthorizedKey
@@ -86,6 +87,10 @@ DETAIL_WORDS: Final = frozenset(
         "ldap-timeout",
         "ldap-error",
         "ldap-protocol-violation",
+        "username-attribute-missing",
+        "username-attribute-multivalued",
+        "username-attribute-not-utf8",
+        "username-attribute-differs",
     }
 )
 
@@ -96,10 +101,17 @@ class LdapBackend:
 
     audit_details = DETAIL_WORDS
 
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        clock: Callable[[], float] = time.time,
+        canonical: Callable[[str], str] = normalize_username,
+    ) -> None:
         self.settings = settings
         self.name = settings.name
         self._clock = clock
+        self._canonical = canonical
         self._servers = ServerSet(settings.servers, selection=settings.selection, retry_after=settings.retry_after)
         tls = VerifiedTls(settings.ssl_context) if settings.ssl_context is not None else None
         pool_options: dict[str, Any] = {
@@ -114,16 +126,13 @@ class LdapBackend:
         self._controls: tuple[tuple[str, bool, bytes | None], ...] = (
             ((wire.PPOLICY_OID, False, None),) if settings.password_policy else ()
         )
-        wanted = [a for a in settings.attributes if a.lower() != "dn"]
+        wanted = [settings.username_attribute, *(a for a in settings.attributes if a.lower() != "dn")]
         wanted += self._groups.user_attributes()
         wanted += ad.AD_STATE_ATTRIBUTES if settings.active_directory else GENERIC_STATE
         self._entry_attributes = tuple(dict.fromkeys(wanted))
-        readable = settings.mode in ("dn", "search") or settings.user_base is not None
-        # AD refuses binds of disabled, expired and locked accounts itself; the
-        # attributes are read as well (defence in depth) when the entry can be found
-        self._needs_entry = (
-            bool(settings.attributes) or settings.groups.enabled or (settings.active_directory and readable)
-        )
+        # the entry is always read after the bind: its username attribute is
+        # the name the directory stores, which the identity gets (see
+        # _stored_name); AD's account state is read as well (defence in depth)
         self._recent: OrderedDict[tuple[str, str], tuple[float, Verdict]] = OrderedDict()
         self._recent_lock = threading.Lock()
 
@@ -291,11 +300,48 @@ class LdapBackend:
             return Verdict.deny(Reason.DISABLED, "ns-account-lock")
         return None
 
+    def _stored_name(self, entry: wire.Entry) -> str | Verdict:
+        """The entry's one ``username_attribute`` value, or the deny: a
+        directory's matching rules (case, width, spaces, compatibility forms)
+        find the entry for look-alikes of its name, so the identity is the
+        name read back, never the name typed.  Several values are several
+        names for one account: refused."""
+        values = entry.values(self.settings.username_attribute)
+        if not values:
+            return Verdict.deny(Reason.NAME_MISMATCH, "username-attribute-missing")
+        if len(values) > 1:
+            return Verdict.deny(Reason.NAME_MISMATCH, "username-attribute-multivalued")
+        try:
+            return values[0].decode("utf-8")
+        except UnicodeDecodeError:
+            return Verdict.deny(Reason.NAME_MISMATCH, "username-attribute-not-utf8")
+
+    def _other_name(self, entry: wire.Entry, username: str) -> Verdict | None:
+        """The deny when the entry found for ``username`` stores another
+        name (the directory's matching rules are looser than nxauth's
+        canonical form), before any bind; None when it is the same name.
+        The core checks the reported name again after any allow."""
+        stored = self._stored_name(entry)
+        if isinstance(stored, Verdict):
+            return stored
+        if stored == username:
+            return None
+        try:
+            same = self._canonical(stored) == username
+        except InvalidUsername:
+            same = False
+        return None if same else Verdict.deny(Reason.NAME_MISMATCH, "username-attribute-differs")
+
     def _decide(self, entry: wire.Entry, groups: list[Group]) -> Verdict:
-        """Account state, then deny_groups (deny wins), then require_groups."""
+        """Account state, then deny_groups (deny wins), then require_groups;
+        an allow reports the stored name (the core compares it with the
+        canonical name)."""
         denied = self._account_state(entry)
         if denied is not None:
             return denied
+        stored = self._stored_name(entry)
+        if isinstance(stored, Verdict):
+            return stored
         group_settings = self.settings.groups
         hit = matches(groups, group_settings.deny)
         if hit:
@@ -311,7 +357,9 @@ class LdapBackend:
             if values:
                 attributes[name] = values[0] if len(values) == 1 else values
         names = {g.name for g in groups} if group_settings.in_identity else set()
-        return Verdict.allow(groups=names, attributes=MappingProxyType(attributes) if attributes else None)
+        return Verdict.allow(
+            username=stored, groups=names, attributes=MappingProxyType(attributes) if attributes else None
+        )
 
     def _evaluate(self, link: Link, entry: wire.Entry, username: str, deadline: float) -> Verdict:
         groups: list[Group] = []
@@ -361,15 +409,17 @@ class LdapBackend:
         settings = self.settings
         as_user = settings.bind_dn is None  # no service account: read as the user just bound
         entry: wire.Entry | None = None
-        if settings.mode == "search":
+        bind_name = self._bind_name(username) if settings.mode != "search" else ""
+        if settings.mode == "search" or not as_user:  # the entry can be read before the bind
             entry = self._service.run(
                 lambda link: self._find(link, username, deadline, self._entry_attributes), deadline
             )
             if entry is None:
                 return Verdict.deny(Reason.UNKNOWN_USER, "no-entry")
-            bind_name = entry.dn
-        else:
-            bind_name = self._bind_name(username)
+            different = self._other_name(entry, username)
+            if different is not None:  # a look-alike the directory matched: the password is not tried
+                return different
+            bind_name = bind_name or entry.dn
         secret = password.reveal_bytes()
 
         def bind(link: Link) -> Verdict | wire.Entry | None:
@@ -377,8 +427,6 @@ class LdapBackend:
             failure = self._bind_failure(result)
             if failure is not None:
                 return failure
-            if not self._needs_entry:
-                return None
             if not as_user:
                 return entry
             found = entry or self._find(link, username, deadline, self._entry_attributes)
@@ -389,10 +437,8 @@ class LdapBackend:
         outcome = self._users.run(bind, deadline)
         if isinstance(outcome, Verdict):
             return outcome
-        if outcome is None:
-            if self._needs_entry:  # entry to read with the service account
-                return self._service.run(lambda link: self._lookup_and_evaluate(link, username, deadline), deadline)
-            return Verdict.allow()
+        if outcome is None:  # entry to read with the service account
+            return self._service.run(lambda link: self._lookup_and_evaluate(link, username, deadline), deadline)
         found_entry = outcome
         return self._service.run(lambda link: self._evaluate(link, found_entry, username, deadline), deadline)
 
@@ -484,4 +530,9 @@ def build_ldap_backend(context: Any) -> LdapBackend:
     """The factory for kind ``ldap`` (see :mod:`nxauth.backends.ldap`)."""
     from nxauth.backends.ldap.config import read_settings
 
-    return LdapBackend(read_settings(context), clock=context.clock)
+    usernames = context.config.usernames
+    return LdapBackend(
+        read_settings(context),
+        clock=context.clock,
+        canonical=partial(normalize_username, case=usernames.case, max_length=usernames.max_length),
+    )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import ssl
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, final
 
 import nxauth.backends.ldap.filter as filters
@@ -86,6 +86,8 @@ class Settings:
     attributes: tuple[str, ...]
     key_attribute: str
     groups: GroupSettings
+    #: the attribute whose value is the user's stored name, read back after the bind
+    username_attribute: str = "uid"
 
     @property
     def active_directory(self) -> bool:
@@ -265,9 +267,10 @@ def read_settings(ctx: BackendContext) -> Settings:
         a if a.lower() == "dn" else _attribute_name(ctx, "attributes", a) for a in opts.strings("attributes")
     )
     if mode in ("upn", "downlevel") and user_base is None:  # the entry cannot be found
-        if attributes or require or deny:
-            raise ctx.error("user_base", "is required to read the user's entry (groups, attributes)")
-        groups = replace(groups, in_identity=False)
+        raise ctx.error("user_base", "is required to read the user's entry (its stored name, groups, attributes)")
+    username_attribute = _attribute_name(
+        ctx, "username_attribute", opts.string("username_attribute", _default_username_attribute(template, ad))
+    )
     settings = Settings(
         name=ctx.name,
         implementation=implementation,
@@ -294,5 +297,17 @@ def read_settings(ctx: BackendContext) -> Settings:
         attributes=attributes,
         key_attribute=_attribute_name(ctx, "key_attribute", opts.string("key_attribute", "sshPublicKey")),
         groups=groups,
+        username_attribute=username_attribute,
     )
     return settings
+
+
+def _default_username_attribute(template: DnTemplate | None, ad: bool) -> str:
+    """The attribute the user's name is stored in: the one ``{username}``
+    stands for in ``user_dn``, else ``sAMAccountName`` (AD) or ``uid``."""
+    if template is not None:
+        prefix = template.text.split(DnTemplate.PLACEHOLDER, 1)[0][:-1]
+        name = prefix.rsplit(",", 1)[-1].rsplit("+", 1)[-1].strip()
+        if name:
+            return name
+    return "sAMAccountName" if ad else "uid"
