@@ -1,10 +1,12 @@
 """The embedded store: one SQLite file for users, passwords, keys and throttle.
 
 WAL journal, a busy timeout, ``BEGIN IMMEDIATE`` transactions, the schema
-version in ``PRAGMA user_version``, file created with mode 0600 from its first
-byte.  One connection per thread (and per process after a fork).  A file
-that is corrupt, of a newer schema, or unreadable raises :class:`StoreError`
-naming it, and nothing is overwritten.
+version in ``PRAGMA user_version``, ``PRAGMA application_id`` "nxau"; a new
+file is built complete, mode 0600, in a temporary file and linked into
+place.  One connection per thread (and per process after a fork).  A file
+that is empty, corrupt, another application's, of a newer schema, or
+unreadable raises :class:`StoreError` naming it, and not a byte of it
+changes (nor does a ``-wal``, ``-shm`` or ``-journal`` appear beside it).
 """
 
 from __future__ import annotations
