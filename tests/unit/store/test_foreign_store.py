@@ -7,7 +7,10 @@ from __future__ import annotations
 import hashlib
 import os
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -189,3 +192,28 @@ def test_a_new_store_is_never_seen_half_made(tmp_path: Path) -> None:
         thread.join(60)
     assert not errors, errors
     assert not [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_processes_creating_one_store_all_open_it(tmp_path: Path) -> None:
+    # real processes race to create the same store; each opens a complete one
+    path = tmp_path / "state" / "nxauth.db"
+    script = (
+        "import sys, time\n"
+        "from nxauth.store.sqlite import SqliteStore, SCHEMA_VERSION\n"
+        "start = float(sys.argv[2])\n"
+        "while time.time() < start: pass\n"
+        "s = SqliteStore(sys.argv[1]); assert s.schema_version() == SCHEMA_VERSION; s.close()\n"
+    )
+    start = str(time.time() + 1.5)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+    children = [
+        subprocess.Popen([sys.executable, "-c", script, str(path), start], env=env, stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    failures = []
+    for child in children:
+        _, err = child.communicate(timeout=120)
+        if child.returncode != 0:
+            failures.append(err.decode(errors="replace"))
+    assert not failures, failures[0]
+    assert sorted(p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")) == []
