@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nxauth.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
+from nxauth.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
 from nxauth.core.authenticator import runtime_of
 from nxauth.files import PRIVATE_MODE, PUBLIC_MODE, read_small_text, write_file
 
@@ -105,7 +105,7 @@ def _read_key_file(name: str) -> str:
     try:
         return read_small_text(name)
     except OSError as exc:
-        raise CommandError(f"{name}: cannot read: {exc.strerror}") from None
+        raise CommandError(f"{name}: cannot read: {exc.strerror}", EXIT_ERROR) from None
     except UnicodeDecodeError:
         raise CommandError(f"{name}: not UTF-8") from None
 

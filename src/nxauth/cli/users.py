@@ -20,7 +20,7 @@ import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, print_json
+from nxauth.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
 from nxauth.config import BackendConfig, Config, default_config_path, load_config
 from nxauth.files import read_small
 from nxauth.model import Secret
@@ -380,7 +380,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         try:
             lines = io.BytesIO(read_small(args.file, limit=IMPORT_LIMIT)).readlines()
         except OSError as exc:
-            raise CommandError(f"{args.file}: cannot read: {exc.strerror}") from None
+            raise CommandError(f"{args.file}: cannot read: {exc.strerror}", EXIT_ERROR) from None
     bar = _ProgressBar(sys.stderr) if len(lines) >= PROGRESS_MIN_LINES and sys.stderr.isatty() else None
     with _open_table(args) as table:
         try:
