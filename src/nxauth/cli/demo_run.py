@@ -23,7 +23,7 @@ every case ended as it should.
 from __future__ import annotations
 
 import asyncio
-import os
+import errno
 import secrets
 import shutil
 import subprocess
@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TextIO
 from nxauth.codes import Outcome
 from nxauth.core.audit import format_event
 from nxauth.core.authenticator import Authenticator
+from nxauth.files import PRIVATE_MODE, PUBLIC_MODE, make_dirs, read_small_text, write_file
 from nxauth.model import AuthEvent, Identity, Reason
 from nxauth.plugins.hookspecs import hookimpl
 
@@ -150,9 +151,8 @@ class _Case:
 
 def _write_private(path: Path, data: bytes) -> None:
     """Mode 0600 from the first byte, as ``nxauth keygen`` writes it."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    with os.fdopen(os.open(path, flags, 0o600), "wb") as handle:
-        handle.write(data)
+    if not write_file(path, data, PRIVATE_MODE):
+        raise FileExistsError(errno.EEXIST, "exists", str(path))
 
 
 def _keypair(path: Path, comment: str) -> str:
@@ -167,7 +167,7 @@ def _keypair(path: Path, comment: str) -> str:
     _write_private(path, pem)
     public = private.public_key().public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
     line = f"{public.decode()} {comment}"
-    path.with_name(path.name + ".pub").write_text(line + "\n")
+    write_file(path.with_name(path.name + ".pub"), (line + "\n").encode(), PUBLIC_MODE, replace=True)
     return line
 
 
@@ -211,7 +211,7 @@ async def _demo(out: TextIO, state: Path, ssh: str | None) -> bool:
     started = time.monotonic()
     write: Callable[[str], object] = out.write
     sink = _Trail()
-    state.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_dirs(state)
     auth = Authenticator(
         {"state_dir": str(state), "audit": {"log": False, "jsonl": str(state / "audit.jsonl")}},
         plugins=[sink],
@@ -239,11 +239,12 @@ async def _demo(out: TextIO, state: Path, ssh: str | None) -> bool:
         )
 
         host_key = ensure_host_key(config.host_key_path)
-        host_public = host_key.with_name(host_key.name + ".pub").read_text().split()
+        host_public = read_small_text(host_key.with_name(host_key.name + ".pub")).split()
         server = await start_server(auth, _greet, host_keys=[host_key], host="127.0.0.1", port=0, login_timeout=30)
         async with server:
             known_hosts = state / "known_hosts"
-            known_hosts.write_text(f"[127.0.0.1]:{server.port} {host_public[0]} {host_public[1]}\n")
+            line = f"[127.0.0.1]:{server.port} {host_public[0]} {host_public[1]}\n"
+            write_file(known_hosts, line.encode(), PUBLIC_MODE, replace=True)
             write(f"  server         embedded SSH server on 127.0.0.1 port {server.port}\n")
             if ssh is not None:
                 write(f"  client         OpenSSH ssh ({ssh}, {_ssh_version(ssh)}), host key checked\n\n")
@@ -271,7 +272,7 @@ async def _demo(out: TextIO, state: Path, ssh: str | None) -> bool:
         write("\naudit trail (the lines the nxauth.audit logger writes; also in audit.jsonl):\n")
         for event in sink.events:
             write(f"  {format_event(event)}\n")
-        jsonl = (state / "audit.jsonl").read_text().splitlines()
+        jsonl = read_small_text(state / "audit.jsonl").splitlines()
         clean = all(password not in line for line in jsonl)
         shown = "yes" if clean else "NO"
         write(f"\n{len(jsonl)} events in {state / 'audit.jsonl'}; the password never appears: {shown}\n")

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import os
 import re
 import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nxauth.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
+from nxauth.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
 from nxauth.core.authenticator import runtime_of
+from nxauth.files import PRIVATE_MODE, PUBLIC_MODE, read_small_text, write_file
 
 if TYPE_CHECKING:
     from nxauth.backends.keystore import KeyStore, StoredKey
@@ -93,24 +93,21 @@ def _write_private(path: Path, data: bytes, *, force: bool) -> None:
     """Write ``data`` to ``path`` with mode 0600 from its first byte: a new
     file is created 0600 (O_EXCL); a replaced one is written to a 0600
     temporary file in the same directory and renamed over it."""
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    target = path
-    if path.exists() or path.is_symlink():
-        if not force:
-            raise CommandError(f"{path} exists (use --force to replace it)")
-        target = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(target, flags, 0o600)
+    if (path.exists() or path.is_symlink()) and not force:
+        raise CommandError(f"{path} exists (use --force to replace it)")
+    if not write_file(path, data, PRIVATE_MODE, replace=force):
+        raise CommandError(f"{path} exists (use --force to replace it)")
+
+
+def _read_key_file(name: str) -> str:
+    """A key file named on the command line: a small regular UTF-8 file
+    (a FIFO, device or directory is refused at once)."""
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-    except BaseException:
-        target.unlink(missing_ok=True)
-        raise
-    if target != path:
-        os.replace(target, path)
+        return read_small_text(name)
+    except OSError as exc:
+        raise CommandError(f"{name}: cannot read: {exc.strerror}", EXIT_ERROR) from None
+    except UnicodeDecodeError:
+        raise CommandError(f"{name}: not UTF-8") from None
 
 
 def cmd_keygen(args: argparse.Namespace) -> int:
@@ -145,7 +142,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         out = args.out or auth.config.state_dir / f"transport_{args.type}"
         _write_private(out, pem, force=args.force)
         pub_path = out.with_name(out.name + ".pub")
-        pub_path.write_text(public.to_openssh() + "\n")
+        write_file(pub_path, (public.to_openssh() + "\n").encode(), PUBLIC_MODE, replace=True)
         entry = AuthorizedKey(public, KeyOptions(restrict=True, pty=True, command=transport.forced_command))
         keystore = _keystore(auth)
         stored = keystore.add(transport.account, entry)
@@ -219,7 +216,7 @@ def cmd_keys(args: argparse.Namespace) -> int:
                     )
             return EXIT_OK
         if args.action == "add":
-            text = sys.stdin.read() if args.file == "-" else Path(args.file).read_text(encoding="utf-8")
+            text = sys.stdin.read() if args.file == "-" else _read_key_file(args.file)
             entries, errors = parse_authorized_keys(text)
             if errors:
                 for error in errors:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from nxauth.cli import EXIT_OK, CommandError, load_authenticator
+from nxauth.files import make_dirs, read_small
 
 
 def register(subparsers: Any) -> None:
@@ -87,9 +88,8 @@ def _top_level_keys(path: Path) -> set[str]:
     import tomllib
 
     try:
-        with open(path, "rb") as handle:
-            return set(tomllib.load(handle))
-    except (OSError, tomllib.TOMLDecodeError):
+        return set(tomllib.loads(read_small(path).decode("utf-8")))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
         return set()
 
 
@@ -116,7 +116,7 @@ def cmd_authorized_keys_daemon(args: argparse.Namespace) -> int:
         auth = answerer.authenticator
         assert auth is not None  # the first build raises instead
         if args.socket is None:
-            auth.config.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_dirs(auth.config.state_dir)
         socket_path = args.socket or default_socket_path(auth.config.state_dir)
         if auth.config.audit.syslog:  # the journal gets the syslog sink's lines: not twice
             logging.getLogger("nxauth.audit").propagate = False

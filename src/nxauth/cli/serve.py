@@ -6,6 +6,7 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from nxauth.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator
+from nxauth.files import read_small_text
 
 if TYPE_CHECKING:  # asyncio and the rest only when the command runs: every command builds the parser
     import argparse
@@ -80,7 +81,7 @@ async def _serve(
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    fingerprint = parse_public_key(host_key.with_name(host_key.name + ".pub").read_text()).fingerprint
+    fingerprint = parse_public_key(read_small_text(host_key.with_name(host_key.name + ".pub"))).fingerprint
     where = ", ".join(f"{host} port {bound}" for host, bound in server.addresses)
     print(f"nxauth serve: listening on {where} (host key {fingerprint})", flush=True)
     try:

@@ -15,12 +15,14 @@ import argparse
 import contextlib
 import datetime
 import hmac
+import io
 import sys
 from collections.abc import Iterator
 from typing import IO, TYPE_CHECKING, Any, Final
 
-from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, print_json
+from nxauth.cli import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CommandError, print_json
 from nxauth.config import BackendConfig, Config, default_config_path, load_config
+from nxauth.files import read_small
 from nxauth.model import Secret
 from nxauth.plugins.registry import BackendContext
 from nxauth.store.protocol import Store
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 
 #: Files with at least this many lines get a progress bar (on a terminal).
 PROGRESS_MIN_LINES: Final = 2000
+#: The largest import file read (a FIFO, device or directory is refused at once).
+IMPORT_LIMIT: Final = 256 * 1024 * 1024
 
 
 def register(subparsers: Any) -> None:
@@ -373,8 +377,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.file == "-":
         lines = sys.stdin.buffer.readlines()
     else:
-        with open(args.file, "rb") as handle:
-            lines = handle.readlines()
+        try:
+            lines = io.BytesIO(read_small(args.file, limit=IMPORT_LIMIT)).readlines()
+        except OSError as exc:
+            raise CommandError(f"{args.file}: cannot read: {exc.strerror}", EXIT_ERROR) from None
     bar = _ProgressBar(sys.stderr) if len(lines) >= PROGRESS_MIN_LINES and sys.stderr.isatty() else None
     with _open_table(args) as table:
         try:

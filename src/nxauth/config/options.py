@@ -31,6 +31,7 @@ from types import MappingProxyType
 from typing import Any, Final, final, overload
 
 from nxauth.errors import ConfigError
+from nxauth.files import read_small_text
 from nxauth.model import Secret
 
 __all__ = ["Options", "SecretRef", "convert_secrets", "describe", "quote"]
@@ -38,6 +39,10 @@ __all__ = ["Options", "SecretRef", "convert_secrets", "describe", "quote"]
 #: What :meth:`Options.secret` asks for, in its messages.
 _REFERENCE: Final = 'a secret reference ({env = "NAME"} or {file = "/path"})'
 _SHOWN: Final = 100  # characters of a shown value, as sshd cuts user input
+
+
+#: The largest secret file read (a FIFO, device or directory is refused at once).
+SECRET_LIMIT: Final = 64 * 1024
 
 
 @final
@@ -60,8 +65,7 @@ class SecretRef:
             return Secret(value)
         assert self.file is not None
         try:
-            with open(self.file, encoding="utf-8") as handle:
-                text = handle.read()
+            text = read_small_text(self.file, limit=SECRET_LIMIT)
         except OSError as exc:
             raise ConfigError(f"cannot read secret file {self.file}: {exc.strerror}", source=source, key=key) from None
         except UnicodeDecodeError:

@@ -31,6 +31,7 @@ from nxauth.config.schema import (
     default_state_dir,
 )
 from nxauth.errors import ConfigError
+from nxauth.files import read_small
 
 __all__ = ["default_config_path", "load_config", "parse_config"]
 
@@ -273,12 +274,17 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
     )
 
 
+#: The largest configuration file read (a FIFO, device or directory is refused at once).
+CONFIG_LIMIT: Final = 1024 * 1024
+
+
 def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and parse a TOML configuration file."""
     source = os.fspath(path)
     try:
-        with open(source, "rb") as handle:
-            data = tomllib.load(handle)
+        data = tomllib.loads(read_small(source, limit=CONFIG_LIMIT).decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError("not UTF-8", source=source) from None
     except FileNotFoundError:
         raise ConfigError("file not found", source=source) from None
     except OSError as exc:

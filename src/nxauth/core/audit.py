@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, final
 
 from nxauth.codes import Outcome
+from nxauth.files import PRIVATE_MODE, open_append
 from nxauth.model import AuthEvent
 from nxauth.plugins.hookspecs import hookimpl
 from nxauth.usernames import escape_for_log
@@ -182,8 +183,7 @@ class JsonLinesSink:
 
     def _open(self) -> int:
         if self._fd is None:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_CLOEXEC", 0), 0o600)
+            self._fd = open_append(self.path, PRIVATE_MODE)  # 0600, parents 0700, whatever the umask
         return self._fd
 
     @hookimpl

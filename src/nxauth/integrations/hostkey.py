@@ -3,14 +3,13 @@ overwritten, refused when others can read it (as sshd refuses one)."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Any
 
 from nxauth.errors import ConfigError
+from nxauth.files import PRIVATE_MODE, PUBLIC_MODE, make_dirs, read_small, write_file
 
 __all__ = ["ensure_host_key", "public_key_line"]
 
@@ -36,7 +35,7 @@ def ensure_host_key(path: str | os.PathLike[str]) -> Path:
         )
     public = target.with_name(target.name + ".pub")
     if not public.exists():
-        public.write_text(public_key_line(target) + "\n")
+        write_file(public, (public_key_line(target) + "\n").encode(), PUBLIC_MODE)
     return target
 
 
@@ -46,7 +45,10 @@ def public_key_line(path: str | os.PathLike[str]) -> str:
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    data = Path(path).read_bytes()
+    try:
+        data = read_small(path)
+    except OSError as exc:
+        raise ConfigError(f"host key {path} cannot be read: {exc.strerror}", key="server.host_key") from None
     try:
         private: Any = (
             serialization.load_ssh_private_key(data, None)
@@ -63,20 +65,9 @@ def _create_host_key(target: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    make_dirs(target.parent)
     private = ed25519.Ed25519PrivateKey.generate()
     pem = private.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
     )
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
-    fd = os.open(temporary, flags, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(pem)
-            handle.flush()
-            os.fsync(handle.fileno())
-        with contextlib.suppress(FileExistsError):  # another start won the race: its key stays
-            os.link(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
+    write_file(target, pem, PRIVATE_MODE)  # linked, never over a key: a concurrent start keeps the first

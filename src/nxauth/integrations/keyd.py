@@ -19,7 +19,7 @@ one audit trail.
   is fixed.  ``SIGHUP`` rebuilds at once and logs whether it loaded.  Keys
   are read from their sources on every request, so ``nxauth keys remove``
   takes effect immediately.
-* The socket is created 0600 (umask) in a directory that neither group nor
+* The socket is created 0600 (umask, then chmod) in a directory that neither group nor
   others can write; a peer whose uid is neither the daemon's nor root's is
   refused (``SO_PEERCRED``), and the client likewise trusts only a daemon
   running as itself or root.  Run it as the ``AuthorizedKeysCommandUser``.
@@ -327,6 +327,7 @@ class AuthorizedKeysDaemon:
         old = os.umask(0o177)
         try:
             listener.bind(str(path))
+            os.chmod(path, 0o600, follow_symlinks=False)  # explicit, not only the umask
         except OSError:
             listener.close()
             raise

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Final, NoReturn
 
 from nxauth.config import BackendConfig, Config
 from nxauth.errors import ConfigError, NxauthError
+from nxauth.files import read_small
 from nxauth.model import UNKNOWN_PEER, AuthEvent, Peer, Reason
 
 if TYPE_CHECKING:
@@ -244,9 +245,8 @@ def transport_keys_from_user_auth(path: str | None) -> list[str]:
     authentication method, ``publickey TYPE BASE64 ...`` for keys."""
     if not path:
         return []
-    try:
-        with open(path, encoding="ascii", errors="replace") as handle:
-            text = handle.read(256 * 1024)
+    try:  # a FIFO, device or directory, or more than 256 KiB: no key, at once
+        text = read_small(path, limit=256 * 1024).decode("ascii", errors="replace")
     except OSError:
         return []
     keys = []

@@ -19,10 +19,10 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Final, final
 
 from nxauth.errors import KeyFormatError
+from nxauth.files import read_small
 from nxauth.keys.formats import PublicKey, decode_public_key
 from nxauth.keys.wire import KEY_TYPES, b64decode_strict
 
@@ -409,10 +409,16 @@ def parse_authorized_keys(text: str) -> tuple[list[AuthorizedKey], list[KeyForma
     return _collect(text.split("\n"))
 
 
+#: The largest authorized_keys file read.
+AUTHORIZED_KEYS_LIMIT: Final = 16 * 1024 * 1024
+
+
 def read_authorized_keys(path: str | os.PathLike[str]) -> tuple[list[AuthorizedKey], list[KeyFormatError]]:
-    """Read and parse a file (UTF-8 per line); OSError if it cannot be read."""
+    """Read and parse a file (UTF-8 per line); OSError if it cannot be read,
+    is not a regular file (FIFO, device, directory) or exceeds
+    :data:`AUTHORIZED_KEYS_LIMIT` bytes."""
     lines: list[str | KeyFormatError] = []
-    for lineno, raw in enumerate(Path(path).read_bytes().split(b"\n"), 1):
+    for lineno, raw in enumerate(read_small(path, limit=AUTHORIZED_KEYS_LIMIT).split(b"\n"), 1):
         try:
             lines.append(raw.decode("utf-8"))
         except UnicodeDecodeError:

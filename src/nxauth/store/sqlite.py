@@ -1,10 +1,12 @@
 """The embedded store: one SQLite file for users, passwords, keys and throttle.
 
 WAL journal, a busy timeout, ``BEGIN IMMEDIATE`` transactions, the schema
-version in ``PRAGMA user_version``, file created with mode 0600 from its first
-byte.  One connection per thread (and per process after a fork).  A file
-that is corrupt, of a newer schema, or unreadable raises :class:`StoreError`
-naming it, and nothing is overwritten.
+version in ``PRAGMA user_version``, ``PRAGMA application_id`` "nxau"; a new
+file is built complete, mode 0600, in a temporary file and linked into
+place.  One connection per thread (and per process after a fork).  A file
+that is empty, corrupt, another application's, of a newer schema, or
+unreadable raises :class:`StoreError` naming it, and not a byte of it
+changes (nor does a ``-wal``, ``-shm`` or ``-journal`` appear beside it).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sqlite3
 import stat
 import threading
@@ -21,6 +24,7 @@ from pathlib import Path
 from typing import Any, Final, final
 
 from nxauth.errors import StoreError
+from nxauth.files import PRIVATE_MODE, make_dirs
 
 __all__ = ["SCHEMA_VERSION", "SqliteStore"]
 
@@ -72,6 +76,16 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
+#: ``PRAGMA application_id`` of an nxauth store: b"nxau".  A file with another
+#: nonzero id is another application's database and is refused untouched.
+APPLICATION_ID: Final = int.from_bytes(b"nxau", "big")
+#: The tables every nxauth store has had since schema 1 (how a store made
+#: before ``application_id`` was set is told from a foreign database).
+STORE_TABLES: Final = frozenset({"throttle_failures", "throttle_locks", "users", "transport_keys"})
+_CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
+_NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
+_NOCTTY: Final = getattr(os, "O_NOCTTY", 0)
+_NONBLOCK: Final = getattr(os, "O_NONBLOCK", 0)
 BUSY_TIMEOUT: Final = 30.0
 
 
@@ -98,51 +112,103 @@ class SqliteStore:
         return StoreError(f"{self.path}: {message}")
 
     def _create_file(self) -> None:
+        """A new store, built complete in a 0600 temporary file beside the
+        path and hard-linked into place: a file at the path is never a
+        half-made nxauth store, so an empty or foreign file can be refused."""
         directory = self.path.parent
         try:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+            make_dirs(directory)
         except OSError as exc:
             raise self._error(f"cannot create directory {directory}: {exc.strerror}") from None
+        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0), 0o600)
-        except FileExistsError:
-            return
-        except OSError as exc:
-            raise self._error(f"cannot create: {exc.strerror}") from None
-        os.close(fd)
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC | _NOFOLLOW, PRIVATE_MODE)
+            try:
+                os.fchmod(fd, PRIVATE_MODE)
+            finally:
+                os.close(fd)
+            conn = sqlite3.connect(temporary, isolation_level=None)
+            try:
+                self._migrate(conn)
+            finally:
+                conn.close()
+            with contextlib.suppress(FileExistsError):  # created concurrently: checked like any file
+                os.link(temporary, self.path)
+        except (OSError, sqlite3.Error) as exc:
+            raise self._error(f"cannot create: {getattr(exc, 'strerror', None) or type(exc).__name__}") from None
+        finally:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
 
-    def _open_first(self) -> None:
-        if not self.path.exists():
-            self._create_file()
+    def _header(self) -> bytes:
+        """The first 100 bytes (the SQLite header), read without following
+        into a FIFO or device and without writing anything."""
         try:
-            mode = self.path.stat().st_mode
+            fd = os.open(self.path, os.O_RDONLY | _NONBLOCK | _NOCTTY | _CLOEXEC)
         except OSError as exc:
-            raise self._error(f"cannot stat: {exc.strerror}") from None
-        if not stat.S_ISREG(mode):
-            raise self._error("not a regular file")
-        if mode & 0o077:
-            log.warning("%s is readable by group or others (mode %o); it should be 0600", self.path, mode & 0o777)
-        if not os.access(self.path, os.R_OK | os.W_OK):
-            raise self._error("not readable and writable by this user")
-        # Read the version on a bare connection before anything writes to the
-        # file (switching to WAL rewrites the header): a refused file stays as it was.
+            raise self._error(f"cannot open: {exc.strerror}") from None
         try:
-            probe = sqlite3.connect(self.path, timeout=self.busy_timeout, isolation_level=None)
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise self._error("not a regular file")
+            if info.st_mode & 0o077:
+                log.warning(
+                    "%s is readable by group or others (mode %o); it should be 0600", self.path, info.st_mode & 0o777
+                )
+            return os.pread(fd, 100, 0)
+        except OSError as exc:
+            raise self._error(f"cannot read: {exc.strerror}") from None
+        finally:
+            os.close(fd)
+
+    def _probe(self) -> tuple[int, set[str]]:
+        """``user_version`` and table names, read on a read-only connection.
+        Without a ``-wal`` beside the file the connection is ``immutable``:
+        SQLite then creates no ``-wal``, ``-shm`` or ``-journal`` either."""
+        wal = self.path.with_name(self.path.name + "-wal").exists()
+        query = "mode=ro" if wal else "mode=ro&immutable=1"
+        uri = f"{self.path.absolute().as_uri()}?{query}"
+        try:
+            probe = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout, isolation_level=None)
         except sqlite3.Error as exc:
-            raise self._error(f"cannot open ({exc})") from None
+            raise self._error(f"cannot open ({type(exc).__name__})") from None
         try:
-            version = probe.execute("PRAGMA user_version").fetchone()[0]
-            probe.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            version = int(probe.execute("PRAGMA user_version").fetchone()[0])
+            tables = {str(row[0]) for row in probe.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         except sqlite3.DatabaseError as exc:
-            raise self._error(f"not a usable database ({exc})") from None
+            raise self._error(f"not a usable database ({type(exc).__name__})") from None
         finally:
             probe.close()
+        return version, tables
+
+    def _open_first(self) -> None:
+        if not os.path.lexists(self.path):
+            self._create_file()
+        if not os.access(self.path, os.R_OK | os.W_OK):
+            raise self._error("not readable and writable by this user")
+        # Decide from the header and a read-only probe, before anything writes
+        # to the file (switching to WAL rewrites the header): a refused file
+        # stays as it was, byte for byte, with nothing created beside it.
+        header = self._header()
+        if not header:
+            raise self._error("is an empty file, not an nxauth store (nxauth never leaves one); remove it")
+        if len(header) < 100 or not header.startswith(b"SQLite format 3\0"):
+            raise self._error("is not an SQLite database, so not an nxauth store; refused untouched")
+        application_id = int.from_bytes(header[68:72], "big")
+        if application_id not in (0, APPLICATION_ID):
+            raise self._error(
+                f"is another application's SQLite database (application_id {application_id:#x}); refused untouched"
+            )
+        version, tables = self._probe()
         if version > SCHEMA_VERSION:
             raise self._error(
                 f"schema version {version} is newer than this nxauth understands ({SCHEMA_VERSION}); upgrade nxauth"
             )
+        if application_id == 0 and not (version >= 1 and tables >= STORE_TABLES):
+            # a store of nxauth before application_id has version >= 1 and its tables
+            raise self._error("is an SQLite database that is not an nxauth store; refused untouched")
         conn = self._connect()
-        if version < SCHEMA_VERSION:
+        if version < SCHEMA_VERSION or application_id == 0:
             self._migrate(conn)
 
     def _connect(self) -> sqlite3.Connection:
@@ -179,6 +245,7 @@ class SqliteStore:
                         conn.execute(statement)
                 log.info("%s: schema %d -> %d", self.path, index, index + 1)
             conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION:d}")
+            conn.execute(f"PRAGMA application_id = {APPLICATION_ID:d}")
 
     # ------------------------------------------------------------ use
 
