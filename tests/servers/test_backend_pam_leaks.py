@@ -13,49 +13,23 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 
 import nxauth
-from nxauth.testing import RecordingSink
 from tests.support import pam as pam_servers
-from tests.support.keys import PEER, ListKeySource, TransportKey
-from tests.support.leaks import Planted, assert_no_secret, captured_logs, drain, exception_texts, secrets, syslog_socket
+from tests.support.leaks import Planted, assert_no_secret, login_in_every_sink, secrets
 from tests.support.pam import PamWrapper, Services, nss_users
 
 pam_wrapper = pam_servers.pam_wrapper
 
 
 def _login(
-    pam_wrapper: PamWrapper, tmp_path: Path, key: TransportKey, user: str, password: str
+    pam_wrapper: PamWrapper, tmp_path: Path, user: str, password: str
 ) -> tuple[list[str], list[nxauth.AuthEvent]]:
-    sink = RecordingSink()
-    texts: list[str] = []
-    jsonl = tmp_path / "audit.jsonl"
-    with syslog_socket(tmp_path / "log.sock") as sock, captured_logs() as logs:
-        with nxauth.Authenticator(
-            {
-                "state_dir": str(tmp_path / "state"),
-                "transport": {"key_sources": ["keys"]},
-                "backends": {"pam": {"service": Services.LEAKY, "library": pam_wrapper.library}},
-                "auth": [{"use": "pam"}],
-                "account": [{"use": "pam"}],
-                "throttle": {"enabled": False},
-                "audit": {"syslog": True, "syslog_address": str(tmp_path / "log.sock"), "jsonl": str(jsonl)},
-            },
-            backends={"keys": ListKeySource(key.line)},
-            plugins=[sink],
-            entry_points=False,
-        ) as auth:
-            session = auth.open_session(peer=PEER)
-            session.check_transport_key("nx", key.line)
-            try:
-                # pam_matrix asks again after pam_exec: the answer is the secret too
-                texts.append(repr(session.login(user, password, conversation=lambda prompt, echo: password)))
-            except nxauth.AuthenticationFailed as exc:
-                texts.extend(exception_texts(exc))
-            texts.append(repr(session))
-        texts.extend(logs.texts)
-        texts.extend(drain(sock))
-    texts.append(jsonl.read_text(encoding="utf-8") if jsonl.exists() else "")
-    texts.extend(repr(event) for event in sink.events)
-    return texts, sink.events
+    config = {
+        "backends": {"pam": {"service": Services.LEAKY, "library": pam_wrapper.library}},
+        "auth": [{"use": "pam"}],
+        "account": [{"use": "pam"}],
+    }
+    # pam_matrix asks again after pam_exec: the answer is the secret too
+    return login_in_every_sink(tmp_path, config, user, password, conversation=lambda prompt, echo: password)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -65,7 +39,7 @@ def test_a_module_echoing_a_wrong_password_leaks_it_nowhere(
 ) -> None:
     user = nss_users(1)[0]
     pam_wrapper.set_users({user: "the-right-one"})
-    texts, events = _login(pam_wrapper, tmp_path_factory.mktemp("leak"), TransportKey(), user, secret.value)
+    texts, events = _login(pam_wrapper, tmp_path_factory.mktemp("leak"), user, secret.value)
     assert events[-1].reason is not nxauth.Reason.OK
     # the module echoed it (3 lines at least, more when the secret holds line breaks): counted, not kept
     assert any(w.startswith("backend-messages=") and int(w.split("=")[1]) >= 3 for w in events[-1].detail.split())
@@ -78,7 +52,7 @@ def test_a_module_echoing_the_right_password_leaks_it_nowhere(pam_wrapper: PamWr
         "9f3c0a1b2c3d4e5f-right-" + "a1b2c3d4e5f60718" * 3 + "-'\"\\x", ("9f3c0a1b2c3d4e5f", "a1b2c3d4e5f60718")
     )
     pam_wrapper.set_users({user: secret.value})
-    texts, events = _login(pam_wrapper, tmp_path, TransportKey(), user, secret.value)
+    texts, events = _login(pam_wrapper, tmp_path, user, secret.value)
     assert events[-1].reason is nxauth.Reason.OK, events[-1]
     assert events[-1].detail == "backend-messages=3"  # the module spoke: counted, not kept
     assert_no_secret(secret, texts)

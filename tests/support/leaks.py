@@ -10,14 +10,18 @@ import logging
 import os
 import socket
 import traceback
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from hypothesis import strategies as st
 
 from nxauth.usernames import escape_for_log
+
+if TYPE_CHECKING:
+    import nxauth
 
 #: Printable and not: quotes, backslashes, Unicode, control characters; up to
 #: 300 characters (longer than every cut nxauth makes).
@@ -121,3 +125,54 @@ def exception_texts(exc: BaseException) -> list[str]:
         if linked is not None:
             texts.extend([str(linked), repr(linked)])
     return texts
+
+
+def login_in_every_sink(
+    tmp_path: Path,
+    config: Mapping[str, Any],
+    user: str,
+    password: str,
+    *,
+    conversation: Any = None,
+) -> tuple[list[str], list[nxauth.AuthEvent]]:
+    """One login (stage 1 with a fresh transport key, then ``user`` and
+    ``password``) on an authenticator built from ``config`` (its backends and
+    stacks) with every sink on: the log, a syslog socket, JSON Lines, a
+    recording plugin.  Returns every text those sinks and the login's
+    outcome (the identity's name, or the exception's text) produced, and the
+    events."""
+    import nxauth
+    from nxauth.testing import RecordingSink
+    from tests.support.keys import PEER, ListKeySource, TransportKey
+
+    key = TransportKey()
+    sink = RecordingSink()
+    texts: list[str] = []
+    jsonl = tmp_path / "audit.jsonl"
+    socket_path = tmp_path / "log.sock"
+    with syslog_socket(socket_path) as sock, captured_logs() as logs:
+        with nxauth.Authenticator(
+            {
+                "state_dir": str(tmp_path / "state"),
+                "transport": {"key_sources": ["keys"]},
+                "throttle": {"enabled": False},
+                "audit": {"syslog": True, "syslog_address": str(socket_path), "jsonl": str(jsonl)},
+                **config,
+            },
+            backends={"keys": ListKeySource(key.line)},
+            plugins=[sink],
+            entry_points=False,
+        ) as auth:
+            session = auth.open_session(peer=PEER)
+            session.check_transport_key("nx", key.line)
+            try:
+                identity = session.login(user, password, conversation=conversation)
+                texts.append(f"{identity.username} {identity.backend}")
+            except nxauth.AuthenticationFailed as exc:
+                texts.extend(exception_texts(exc))
+            texts.append(repr(session))
+        texts.extend(logs.texts)
+        texts.extend(drain(sock))
+    texts.append(jsonl.read_text(encoding="utf-8") if jsonl.exists() else "")
+    texts.extend(repr(event) for event in sink.events)
+    return texts, sink.events
