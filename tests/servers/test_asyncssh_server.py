@@ -315,6 +315,29 @@ def test_remote_port_forwarding_is_refused(embedded: Callable[..., Running]) -> 
 
 
 @needs_ssh
+def test_client_gone_while_stage_1_commits_is_audited_after_the_commit(
+    embedded: Callable[..., Running], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """asyncssh sends its success before nxauth has taken the key: a client
+    that hangs up at once (ssh -N -R refused) must not race the commit.  The
+    connection's end waits for it: stage 1 accepted, then stage 2 gone,
+    every time (the commit is slowed here to make the race certain)."""
+    import nxauth.integrations.asyncssh as embedded_module
+
+    real = embedded_module._commit
+
+    def slow_commit(session: Any, username: str, blob: bytes) -> bool:
+        time.sleep(0.5)
+        return real(session, username, blob)
+
+    monkeypatch.setattr(embedded_module, "_commit", slow_commit)
+    srv = embedded()
+    result = srv.ssh("-N", options=("-o", "ExitOnForwardFailure=yes", "-R", "0:127.0.0.1:9"))
+    assert result.returncode == 255
+    assert srv.events() == [(1, "accepted", "ok"), (2, "refused", "client-gone")]
+
+
+@needs_ssh
 @pytest.mark.parametrize("how", ["-L", "-D"])
 def test_local_and_dynamic_forwarding_are_refused(embedded: Callable[..., Running], how: str) -> None:
     """ssh opens a direct-tcpip channel per local connection: refused, and the

@@ -33,6 +33,7 @@ lives in :mod:`nxauth.integrations.hostkey` and is re-exported here.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -141,6 +142,8 @@ class _Connection(asyncssh.SSHServer):
         self._channel_opened = False
         self._channel_task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # stage-1 calls running in a worker thread: the connection's end waits for them
+        self._stage1: list[concurrent.futures.Future[bool]] = []
         loop = asyncio.get_running_loop()
         self._granted: asyncio.Future[bool] = loop.create_future()  # stage 1 committed after the proof
         self.closed: asyncio.Future[None] = loop.create_future()
@@ -165,9 +168,10 @@ class _Connection(asyncssh.SSHServer):
         if session is None:
             self._done()
             return
-        tried = bool(self._answers)
+        tried = bool(self._answers) or bool(self._stage1)
+        pending = tuple(f for f in self._stage1 if not f.done())
         # off the event loop: a login running in a worker thread holds the session's lock
-        future = asyncio.get_running_loop().run_in_executor(None, _finish_session, session, tried)
+        future = asyncio.get_running_loop().run_in_executor(None, _finish_session, session, tried, pending)
         future.add_done_callback(lambda _: self._done())
 
     def _done(self) -> None:
@@ -217,11 +221,10 @@ class _Connection(asyncssh.SSHServer):
         blob = bytes(key.public_data)
         answer = self._answers.get((username, blob))
         if answer is None:
-            loop = asyncio.get_running_loop()
-            answer = await loop.run_in_executor(runtime_of(self._auth).executor(), _probe, session, username, blob)
+            answer = await self._in_worker(_probe, session, username, blob)
             self._answers[(username, blob)] = answer
             if _closed(session):
-                loop.call_soon(self._hang_up)
+                asyncio.get_running_loop().call_soon(self._hang_up)
         if answer:
             self._candidate = (username, blob)
         return answer
@@ -232,8 +235,7 @@ class _Connection(asyncssh.SSHServer):
         session, candidate = self._session, self._candidate
         granted = False
         if session is not None and candidate is not None:
-            loop = asyncio.get_running_loop()
-            granted = await loop.run_in_executor(runtime_of(self._auth).executor(), _commit, session, *candidate)
+            granted = await self._in_worker(_commit, session, *candidate)
         if not self._granted.done():
             self._granted.set_result(granted)
         if not granted:
@@ -241,6 +243,14 @@ class _Connection(asyncssh.SSHServer):
             return
         if not self._channel_opened:
             self._timer = asyncio.get_running_loop().call_later(self._server.login_timeout, self._no_channel)
+
+    async def _in_worker(self, call: Callable[[Session, str, bytes], bool], session: Session, *args: Any) -> bool:
+        """``call`` in the runtime's pool.  It is kept until it returns, so
+        the connection's end (which may come first: a client can hang up as
+        soon as asyncssh sent its success) audits after it, not beside it."""
+        work = runtime_of(self._auth).executor().submit(call, session, *args)
+        self._stage1.append(work)
+        return await asyncio.wrap_future(work)
 
     def _no_channel(self) -> None:
         session = self._session
@@ -309,9 +319,11 @@ def _closed(session: Session) -> bool:
     return session.state is SessionState.CLOSED
 
 
-def _finish_session(session: Session, tried: bool) -> None:
-    """The connection is gone: a client that started stage 1 but did not
-    finish stage 2 is audited as gone; the session is closed."""
+def _finish_session(session: Session, tried: bool, pending: Sequence[concurrent.futures.Future[bool]] = ()) -> None:
+    """The connection is gone: once the stage-1 calls still running have
+    returned, a client that started stage 1 but did not finish stage 2 is
+    audited as gone; the session is closed."""
+    concurrent.futures.wait(pending)
     if session.state is SessionState.TRANSPORT_OK:
         session.abort(Reason.CLIENT_GONE, "closed-before-stage-2")
     elif session.state is SessionState.NEW and tried:
