@@ -94,10 +94,10 @@ class KeyStore:
             else:
                 cursor = tx.execute(
                     "INSERT INTO transport_keys (account, lookup, line, fingerprint, comment, added, expires) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    "VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING id",
                     (account, entry.key.blob, line, entry.key.fingerprint, entry.key.comment, now, expires),
                 )
-                key_id = int(cursor.lastrowid or 0)
+                key_id = int(cursor.fetchone()[0])
         found = self.get(key_id)
         assert found is not None
         return found

@@ -25,8 +25,8 @@ from nxauth.config import BackendConfig, Config, default_config_path, load_confi
 from nxauth.files import read_small
 from nxauth.model import Secret
 from nxauth.plugins.registry import BackendContext
+from nxauth.store import open_store
 from nxauth.store.protocol import Store
-from nxauth.store.sqlite import SqliteStore
 from nxauth.usernames import InvalidUsername, escape_for_log
 
 # hashing and userdb are imported by the commands that use them: building
@@ -120,13 +120,13 @@ def _open_table(args: argparse.Namespace) -> Iterator[_Table]:
     instance = _passwords_instance(config)
     store: Store | None = None
 
-    def open_store() -> Store:
+    def the_store() -> Store:
         nonlocal store
         if store is None:
-            store = SqliteStore(config.store_path)
+            store = open_store(config)
         return store
 
-    context = BackendContext(instance, root=config, store=open_store)
+    context = BackendContext(instance, root=config, store=the_store)
     hasher = hasher_from_options(context)
     context.options.check_unused()
     try:

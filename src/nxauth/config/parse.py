@@ -6,12 +6,13 @@ from __future__ import annotations
 import ipaddress
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, TypeVar
 
-from nxauth.config.options import Options, convert_secrets, describe, quote
+from nxauth.config.options import Options, SecretRef, convert_secrets, describe, quote
 from nxauth.config.schema import (
     DEFAULT_ACCOUNT,
     DEFAULT_AUTH,
@@ -25,6 +26,7 @@ from nxauth.config.schema import (
     ServerConfig,
     SessionConfig,
     StackEntry,
+    StoreConfig,
     ThrottleConfig,
     TransportConfig,
     UsernameConfig,
@@ -32,6 +34,7 @@ from nxauth.config.schema import (
 )
 from nxauth.errors import ConfigError
 from nxauth.files import read_small
+from nxauth.model import Secret
 
 __all__ = ["default_config_path", "load_config", "parse_config"]
 
@@ -191,6 +194,41 @@ def _server(sv: Options, path: Callable[[str | None], Path | None]) -> ServerCon
     )
 
 
+_PG_SCHEMES: Final = ("postgresql://", "postgres://")
+
+
+def _store(st: Options, base_dir: Path | None) -> StoreConfig:
+    """``[store]``: ``url`` a PostgreSQL URL without a password; the password a secret reference."""
+    url = st.string("url", allow_empty=False)
+    password = convert_secrets(st.raw("password"), source=st.source, key=st.key("password"), base_dir=base_dir)
+    if password is not None and not isinstance(password, (SecretRef, Secret)):
+        raise st.invalid("password", 'a secret reference ({env = "NAME"} or {file = "/path"})', password)
+    schema = st.string("schema", "public", allow_empty=False)
+    if not schema.isidentifier() or schema.lower() != schema or len(schema) > 63:
+        raise st.error("schema", f"must be a lower-case SQL identifier, got {quote(schema)}")
+    pool_size = st.integer("pool_size", 4, minimum=1, maximum=1000)
+    connect_timeout = st.number("connect_timeout", 5.0, above=0.0, maximum=600.0, unit=_SECONDS)
+    if url is None:
+        for key in ("password", "schema", "pool_size", "connect_timeout"):
+            if key in st:
+                raise st.error(key, "is for a PostgreSQL store: set url too")
+        return StoreConfig()
+    if not url.startswith(_PG_SCHEMES):
+        raise st.error("url", "must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE)")
+    try:
+        parts = urllib.parse.urlsplit(url)
+        inline = parts.password is not None
+    except ValueError:
+        raise st.error("url", "is not a valid URL") from None
+    query = {name.lower() for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)}
+    if inline or query & {"password", "passfile"}:
+        # the message does not repeat the URL: it holds a password
+        raise st.error("url", "must not hold the password: give it as password = {file = ...} or {env = ...}")
+    return StoreConfig(
+        url=url, password=password, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout
+    )
+
+
 def _backends(table: Options, base_dir: Path | None) -> dict[str, BackendConfig]:
     """``[backends.NAME]``: the kind and timeout of each instance; its other
     keys are the options, read when the backend is built (secret references
@@ -252,6 +290,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
     plugins = section("plugins", _plugins)
     login = section("login", _login)
     server = section("server", lambda sv: _server(sv, path))
+    store = section("store", lambda st: _store(st, base_dir))
     backends = _backends(root.table("backends"), base_dir)
     auth = _stack(root, "auth")  # asked for even when absent, so a misspelling gets a suggestion
     account = _stack(root, "account")
@@ -268,6 +307,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
         plugins=plugins,
         login=login,
         server=server,
+        store=store,
         backends=MappingProxyType(backends),
         auth=auth if "auth" in root else DEFAULT_AUTH,
         account=account if "account" in root else DEFAULT_ACCOUNT,

@@ -11,6 +11,9 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, final
 
+from nxauth.config.options import SecretRef
+from nxauth.model import Secret
+
 __all__ = [
     "DEFAULT_ACCOUNT",
     "DEFAULT_AUTH",
@@ -145,6 +148,23 @@ class ServerConfig:
     host_key: Path | None = None
 
 
+@final
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    """``[store]``: the embedded SQLite file (no ``url``), or PostgreSQL
+    shared by every host of a cluster (``url``, the password as a secret
+    reference, resolved when the store opens)."""
+
+    url: str | None = None
+    password: SecretRef | Secret | None = None
+    schema: str = "public"
+    pool_size: int = 4
+    connect_timeout: float = 5.0
+
+    def __repr__(self) -> str:  # the password reference names a file or variable only; still, show neither
+        return f"StoreConfig(url={self.url!r}, schema={self.schema!r})"
+
+
 def default_state_dir() -> Path:
     """``/var/lib/nxauth`` for root, ``$XDG_STATE_HOME/nxauth`` otherwise."""
     if hasattr(os, "geteuid") and os.geteuid() == 0:
@@ -172,6 +192,7 @@ class Config:
     plugins: PluginsConfig = PluginsConfig()
     login: LoginConfig = LoginConfig()
     server: ServerConfig = ServerConfig()
+    store: StoreConfig = StoreConfig()
     backends: Mapping[str, BackendConfig] = field(default_factory=lambda: MappingProxyType({}))
     auth: tuple[StackEntry, ...] = DEFAULT_AUTH
     account: tuple[StackEntry, ...] = DEFAULT_ACCOUNT

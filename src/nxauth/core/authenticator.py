@@ -264,7 +264,7 @@ class Authenticator:
             "key_sources": [{"use": n, "kind": self._kind_of(n)} for n in cfg.transport.key_sources],
             "auth": stack(cfg.auth),
             "account": stack(cfg.account),
-            "store": str(cfg.store_path),
+            "store": str(cfg.store_path) if cfg.store.url is None else f"{cfg.store.url} (schema {cfg.store.schema})",
             "plugins": dict(describe_plugins(self._pm)),
             "backend_kinds": {kind: self._registry.owner(kind) for kind in self._registry.kinds()},
             "plugin_errors": [str(e) for e in self._plugin_errors],

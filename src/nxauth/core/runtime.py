@@ -21,7 +21,7 @@ from nxauth.config import Config, Control
 from nxauth.core.observers import Observers
 from nxauth.core.stage1 import Stage1
 from nxauth.core.throttle import Throttle
-from nxauth.store.sqlite import SqliteStore
+from nxauth.store import open_store
 from nxauth.usernames import InvalidUsername, normalize_username
 
 if TYPE_CHECKING:
@@ -104,7 +104,7 @@ class Runtime:
         if store is None:
             with self._lock:
                 if self._store is None:
-                    self._store = SqliteStore(self.config.store_path)
+                    self._store = open_store(self.config)
                 store = self._store
         return store
 

@@ -320,11 +320,14 @@ class Throttle:
             removed += tx.execute("DELETE FROM throttle_locks WHERE key = ?", (key,)).rowcount
             if key.startswith("user:"):
                 username = key.removeprefix("user:")
-                for table in ("throttle_failures", "throttle_locks"):  # a source key has no space
-                    removed += tx.execute(
-                        f"DELETE FROM {table} WHERE key LIKE 'pair:%' AND substr(key, instr(key, ' ') + 1) = ?",  # noqa: S608
-                        (username,),
-                    ).rowcount
+                for table in ("throttle_failures", "throttle_locks"):
+                    # "pair:SOURCE USER", a source has no space; compared here, in SQL both stores speak
+                    pairs = {
+                        str(row[0])
+                        for row in tx.execute(f"SELECT key FROM {table} WHERE key LIKE 'pair:%'").fetchall()  # noqa: S608
+                    }
+                    for pair in sorted(p for p in pairs if p.partition(" ")[2] == username):
+                        removed += tx.execute(f"DELETE FROM {table} WHERE key = ?", (pair,)).rowcount  # noqa: S608
         return int(removed)
 
     def status(self) -> list[Lockout]:

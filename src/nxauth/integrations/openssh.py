@@ -177,9 +177,9 @@ def run_authorized_keys(
 
     def store() -> Store:
         if not opened:
-            from nxauth.store.sqlite import SqliteStore
+            from nxauth.store import open_store
 
-            opened.append(SqliteStore(config.store_path))
+            opened.append(open_store(config))
         return opened[0]
 
     sources = lean_sources(config, store=store)
