@@ -86,6 +86,8 @@ PROSE_DEFAULTS = {
     ("throttle", "max_lockout"),
     ("audit", "jsonl"),
     ("server", "host_key"),
+    ("store", "url"),
+    ("store", "password"),
 }
 
 
@@ -129,6 +131,8 @@ def test_prose_defaults() -> None:
     assert DEFAULT.audit.jsonl is None
     assert DEFAULT.server.host_key is None
     assert DEFAULT.host_key_path == DEFAULT.state_dir / "ssh_host_ed25519_key"
+    assert DEFAULT.store.url is None and DEFAULT.store.password is None  # "none (SQLite)", "none"
+    assert DEFAULT.store_path == DEFAULT.state_dir / "nxauth.db"
 
 
 RANGE = re.compile(r"(?<![\w.])(\d+(?:\.\d+)?) to (\d+(?:\.\d+)?)(?![\w.])")
@@ -154,11 +158,12 @@ def test_each_documented_range_is_enforced(section: str, key: str, meaning: str)
     low, high = (float(x) if "." in x else int(x) for x in match.groups())
     is_int = isinstance(getattr(getattr(DEFAULT, section), key), int)
     step = 1 if is_int else 0.001
+    given = {"url": "postgresql://nxauth@127.0.0.1/nxauth"} if section == "store" else {}  # its keys need a url
     for value in (low, high):
-        assert getattr(getattr(parse_config({section: {key: value}}), section), key) == value
+        assert getattr(getattr(parse_config({section: {**given, key: value}}), section), key) == value
     for value in (low - step, high + step):
         with pytest.raises(nxauth.ConfigError) as info:
-            parse_config({section: {key: value}})
+            parse_config({section: {**given, key: value}})
         assert info.value.key == f"{section}.{key}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +17,7 @@ from nxauth import AuthenticationFailed, ConfigError, Decision, Reason, Secret
 from nxauth.backends.hashing import PasswordHasher
 from nxauth.backends.passwords import PasswordsBackend
 from nxauth.backends.userdb import UserDatabase
-from nxauth.store.sqlite import SqliteStore
+from nxauth.store.protocol import Store
 from nxauth.testing import AuthBackendContract, RecordingSink, make_attempt
 
 CHEAP = {"time_cost": 1, "memory_cost": 8192}
@@ -25,10 +25,9 @@ PASSWORD = "wonderland-Rabbit-7"
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "nxauth.db")
-    yield store
-    store.close()
+def store(any_store: Store) -> Store:
+    """Every test here runs on the SQLite store and on PostgreSQL."""
+    return any_store
 
 
 @pytest.fixture
@@ -37,7 +36,7 @@ def hasher() -> PasswordHasher:
 
 
 @pytest.fixture
-def users(store: SqliteStore) -> UserDatabase:
+def users(store: Store) -> UserDatabase:
     return UserDatabase(store)
 
 
@@ -194,7 +193,7 @@ def test_upgrade_failure_does_not_deny(
     assert "cannot upgrade the hash of gina" in caplog.text
 
 
-def test_store_failure_raises_for_the_stack(backend: PasswordsBackend, store: SqliteStore) -> None:
+def test_store_failure_raises_for_the_stack(backend: PasswordsBackend, store: Store) -> None:
     store.close()
     with pytest.raises(nxauth.StoreError):
         backend.authenticate(make_attempt("alice", PASSWORD))

@@ -3,8 +3,7 @@ backend."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
 
@@ -12,15 +11,14 @@ import nxauth
 from nxauth import AuthenticationFailed, Decision, Reason
 from nxauth.backends.userdb import UserDatabase
 from nxauth.backends.users import UsersBackend
-from nxauth.store.sqlite import SqliteStore
+from nxauth.store.protocol import Store
 from nxauth.testing import AccountBackendContract, RecordingSink, make_identity
 
 
 @pytest.fixture
-def users(tmp_path: Path) -> Iterator[UserDatabase]:
-    store = SqliteStore(tmp_path / "nxauth.db")
-    yield UserDatabase(store)
-    store.close()
+def users(any_store: Store) -> UserDatabase:
+    """On the SQLite store and on PostgreSQL."""
+    return UserDatabase(any_store)
 
 
 @pytest.fixture

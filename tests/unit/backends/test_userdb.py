@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import sqlite3
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +21,7 @@ from nxauth.backends.userdb import (
     parse_import,
     validate_username,
 )
+from nxauth.store.protocol import Store
 from nxauth.store.sqlite import SqliteStore
 
 HASH_A = "$2b$04$abcdefghijklmnopqrstuuX4hBmZq4eZmYFJ7V7QJRkm8sPAgkWLi"
@@ -37,10 +37,9 @@ class Clock:
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> Iterator[SqliteStore]:
-    store = SqliteStore(tmp_path / "nxauth.db")
-    yield store
-    store.close()
+def store(any_store: Store) -> Store:
+    """Every test here runs on the SQLite store and on PostgreSQL."""
+    return any_store
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-def db(store: SqliteStore, clock: Clock) -> UserDatabase:
+def db(store: Store, clock: Clock) -> UserDatabase:
     return UserDatabase(store, clock=clock)
 
 
@@ -121,7 +120,7 @@ def test_one_canonical_name_one_user(first: str, second: str, db: UserDatabase) 
     assert record.username == added.username
 
 
-def test_case_preserve_keeps_names_apart(store: SqliteStore) -> None:
+def test_case_preserve_keeps_names_apart(store: Store) -> None:
     db = UserDatabase(store, case="preserve")
     db.add("Alice")
     db.add("alice")
@@ -221,9 +220,9 @@ def test_require_unknown(db: UserDatabase) -> None:
 
 
 def test_lazy_store(tmp_path: Path) -> None:
-    opened: list[SqliteStore] = []
+    opened: list[Store] = []
 
-    def open_store() -> SqliteStore:
+    def open_store() -> Store:
         if not opened:
             opened.append(SqliteStore(tmp_path / "lazy.db"))
         return opened[0]
@@ -339,7 +338,8 @@ def test_store_errors_propagate(tmp_path: Path) -> None:
         db.get("alice")
 
 
-def test_schema_is_the_cores(store: SqliteStore) -> None:
+def test_schema_is_the_cores(tmp_path: Path) -> None:
+    store = SqliteStore(tmp_path / "nxauth.db")
     columns = [row[1] for row in store.execute("PRAGMA table_info(users)")]
     assert columns == ["username", "password_hash", "enabled", "comment", "created", "changed"]
     with pytest.raises(sqlite3.Error):

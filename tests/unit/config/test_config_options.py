@@ -71,7 +71,12 @@ def names_key(error: ConfigError, key: str, *, source: str = "x.toml", below: bo
 
 #: Which getter rule each key of a section follows, from the dataclass defaults.
 _KIND_OF_DEFAULT: dict[type, str] = {bool: "boolean", int: "integer", float: "number", str: "string", tuple: "array"}
-_KIND_OF_OPTIONAL = {"Path | None": "string", "frozenset[str] | None": "array"}
+_KIND_OF_OPTIONAL = {
+    "Path | None": "string",
+    "frozenset[str] | None": "array",
+    "str | None": "string",
+    "SecretRef | Secret | None": "secret",
+}
 
 
 def _section_keys() -> dict[str, str]:
@@ -98,6 +103,8 @@ def _accepted_by_section(kind: str, value: Any) -> bool:
     """The value has the type a section's key of ``kind`` takes (its range aside)."""
     if isinstance(value, bool):
         return kind == "boolean"
+    if kind == "secret":
+        return _accepted_by_getter("secret", value)
     return {
         "boolean": False,
         "integer": isinstance(value, int),

@@ -1,16 +1,16 @@
-"""Throttle: sliding window, growing lockout, exempt networks, persistence."""
+"""Throttle: sliding window, growing lockout, exempt networks, persistence;
+each on the SQLite store and on PostgreSQL (``any_store``)."""
 
 from __future__ import annotations
 
 import ipaddress
-from pathlib import Path
 
 import pytest
 
 from nxauth import Peer
 from nxauth.config import ThrottleConfig
 from nxauth.core.throttle import Throttle, source_key
-from nxauth.store.sqlite import SqliteStore
+from nxauth.store.protocol import Store
 
 
 class Clock:
@@ -26,8 +26,7 @@ def clock() -> Clock:
     return Clock()
 
 
-def make(tmp_path: Path, clock: Clock, **kw: object) -> Throttle:
-    store = SqliteStore(tmp_path / "t.db")
+def make(store: Store, clock: Clock, **kw: object) -> Throttle:
     config = ThrottleConfig(**{"max_user_failures": 3, "max_source_failures": 5, "window": 100.0, **kw})  # type: ignore[arg-type]
     return Throttle(lambda: store, config, clock=clock)
 
@@ -42,8 +41,8 @@ def test_source_keys() -> None:
     assert source_key("UNKNOWN") is None
 
 
-def test_pair_lockout_after_limit_and_growth(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock, lockout=10.0, max_lockout=35.0)
+def test_pair_lockout_after_limit_and_growth(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock, lockout=10.0, max_lockout=35.0)
     assert throttle.record_failure("alice", PEER) is None
     assert throttle.record_failure("alice", PEER) is None
     lock = throttle.record_failure("alice", PEER)
@@ -61,40 +60,40 @@ def test_pair_lockout_after_limit_and_growth(tmp_path: Path, clock: Clock) -> No
     assert lock is not None and lock.until == clock.now + 35  # capped
 
 
-def test_user_lockout_across_sources(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock, max_user_failures_all_sources=6, max_source_failures=100)
+def test_user_lockout_across_sources(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock, max_user_failures_all_sources=6, max_source_failures=100)
     for index in range(6):
         lock = throttle.record_failure("alice", Peer(f"203.0.113.{index}", 1))
     assert lock is not None and lock.key == "user:alice"
     assert throttle.check("alice", Peer("192.0.2.1", 1)) is not None  # from every source
 
 
-def test_sliding_window_forgets_old_failures(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock)
+def test_sliding_window_forgets_old_failures(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock)
     throttle.record_failure("bob", PEER)
     throttle.record_failure("bob", PEER)
     clock.now += 101
     assert throttle.record_failure("bob", PEER) is None
 
 
-def test_source_lockout_covers_every_username(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock)
+def test_source_lockout_covers_every_username(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock)
     for index in range(5):
         throttle.record_failure(f"user{index}", PEER)
     lock = throttle.check("somebody-else", PEER)
     assert lock is not None and lock.key == "addr:198.51.100.7"
 
 
-def test_ipv6_counts_per_64(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock)
+def test_ipv6_counts_per_64(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock)
     for index in range(5):
         throttle.record_failure(f"u{index}", Peer(f"2001:db8:0:1::{index + 1}", 1))
     assert throttle.check("x", Peer("2001:db8:0:1::ffff", 1)) is not None
     assert throttle.check("x", Peer("2001:db8:0:2::1", 1)) is None
 
 
-def test_success_clears_user_but_not_source(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock)
+def test_success_clears_user_but_not_source(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock)
     throttle.record_failure("alice", PEER)
     throttle.record_failure("alice", PEER)
     throttle.record_success("alice", PEER)
@@ -102,26 +101,26 @@ def test_success_clears_user_but_not_source(tmp_path: Path, clock: Clock) -> Non
     assert throttle._store().execute("SELECT count(*) FROM throttle_failures WHERE key='addr:198.51.100.7'")[0][0] == 3
 
 
-def test_exempt_networks_are_not_counted(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock, exempt=(ipaddress.ip_network("198.51.100.0/24"),))
+def test_exempt_networks_are_not_counted(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock, exempt=(ipaddress.ip_network("198.51.100.0/24"),))
     for _ in range(10):
         assert throttle.record_failure("alice", PEER) is None
     assert throttle.check("alice", PEER) is None
 
 
-def test_state_survives_restart_and_unlock(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock)
+def test_state_survives_restart_and_unlock(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock)
     for _ in range(3):
         throttle.record_failure("alice", PEER)
-    again = make(tmp_path, clock)
+    again = make(any_store, clock)
     assert again.check("alice", PEER) is not None
     assert [lock.key for lock in again.status()] == ["pair:addr:198.51.100.7 alice"]
     assert again.unlock("user:alice") >= 1  # a user's key lifts its pairs too
     assert again.check("alice", PEER) is None
 
 
-def test_disabled_throttle_counts_nothing(tmp_path: Path, clock: Clock) -> None:
-    throttle = make(tmp_path, clock, enabled=False)
+def test_disabled_throttle_counts_nothing(any_store: Store, clock: Clock) -> None:
+    throttle = make(any_store, clock, enabled=False)
     for _ in range(10):
         assert throttle.record_failure("alice", PEER) is None
     assert throttle.check("alice", PEER) is None

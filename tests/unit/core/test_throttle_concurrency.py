@@ -1,6 +1,7 @@
 """The throttle under concurrent guesses: real threads and real processes on
 one store file, a backend that counts its calls (a shared file for the
-processes) and takes a little time.  The backend is asked at most the limit's
+processes) and takes a little time; on the SQLite file and on PostgreSQL
+(the cluster's case: every process of every host on one database).  The backend is asked at most the limit's
 number of times in the window, and an attempt whose process dies in the
 backend stays counted."""
 
@@ -23,6 +24,12 @@ from tests.support.keys import ListKeySource, TransportKey
 
 SESSIONS = 50
 LIMIT = 3
+
+
+@pytest.fixture
+def store(store_section: dict[str, Any]) -> dict[str, Any]:
+    """The ``[store]`` table: every test here runs on SQLite and on PostgreSQL."""
+    return store_section
 
 
 class CountingBackend:
@@ -54,10 +61,13 @@ class CountingBackend:
         return Verdict.allow()
 
 
-def build(state: Path, key_line: str, backend: object, throttle: dict[str, Any]) -> nxauth.Authenticator:
+def build(
+    state: Path, key_line: str, backend: object, throttle: dict[str, Any], store: dict[str, Any]
+) -> nxauth.Authenticator:
     return nxauth.Authenticator(
         {
             "state_dir": str(state),
+            "store": store,
             "throttle": throttle,
             "transport": {"key_sources": ["keys"]},
             "auth": [{"use": "mem"}],
@@ -93,10 +103,10 @@ def run_threads(count: int, target: Callable[[int], str]) -> list[str]:
     return results
 
 
-def test_threads_one_user_backend_called_at_most_the_limit(tmp_path: Path) -> None:
+def test_threads_one_user_backend_called_at_most_the_limit(tmp_path: Path, store: dict[str, Any]) -> None:
     key = TransportKey()
     backend = CountingBackend()
-    auth = build(tmp_path, key.line, backend, {"max_user_failures": LIMIT, "max_source_failures": 1000})
+    auth = build(tmp_path, key.line, backend, {"max_user_failures": LIMIT, "max_source_failures": 1000}, store)
     try:
         results = run_threads(SESSIONS, lambda i: attempt(auth, key.line, "alice", f"guess{i}", "198.51.100.7"))
     finally:
@@ -106,11 +116,11 @@ def test_threads_one_user_backend_called_at_most_the_limit(tmp_path: Path) -> No
     assert set(results) <= {"bad-password", "locked-out"}
 
 
-def test_threads_rotating_sources_stop_at_the_all_sources_limit(tmp_path: Path) -> None:
+def test_threads_rotating_sources_stop_at_the_all_sources_limit(tmp_path: Path, store: dict[str, Any]) -> None:
     key = TransportKey()
     backend = CountingBackend()
     throttle = {"max_user_failures": LIMIT, "max_user_failures_all_sources": 5, "max_source_failures": 1000}
-    auth = build(tmp_path, key.line, backend, throttle)
+    auth = build(tmp_path, key.line, backend, throttle, store)
     try:
         run_threads(SESSIONS, lambda i: attempt(auth, key.line, "alice", f"guess{i}", f"203.0.113.{i}"))
     finally:
@@ -118,10 +128,12 @@ def test_threads_rotating_sources_stop_at_the_all_sources_limit(tmp_path: Path) 
     assert backend.calls <= 5
 
 
-def test_threads_one_source_many_users_backend_called_at_most_the_source_limit(tmp_path: Path) -> None:
+def test_threads_one_source_many_users_backend_called_at_most_the_source_limit(
+    tmp_path: Path, store: dict[str, Any]
+) -> None:
     key = TransportKey()
     backend = CountingBackend()
-    auth = build(tmp_path, key.line, backend, {"max_user_failures": LIMIT, "max_source_failures": 4})
+    auth = build(tmp_path, key.line, backend, {"max_user_failures": LIMIT, "max_source_failures": 4}, store)
     try:
         results = run_threads(SESSIONS, lambda i: attempt(auth, key.line, f"user{i}", "guess", "198.51.100.7"))
     finally:
@@ -130,21 +142,25 @@ def test_threads_one_source_many_users_backend_called_at_most_the_source_limit(t
     assert set(results) <= {"unknown-user", "bad-password", "locked-out"}
 
 
-def _child(state: str, key_line: str, counter: str, barrier: Any, index: int, die: bool, results: Any) -> None:
+def _child(
+    state: str, key_line: str, counter: str, barrier: Any, index: int, die: bool, results: Any, store: dict[str, Any]
+) -> None:
     backend = CountingBackend(Path(counter), delay=0.05, die=die)
-    auth = build(Path(state), key_line, backend, {"max_user_failures": LIMIT, "max_source_failures": 1000})
+    auth = build(Path(state), key_line, backend, {"max_user_failures": LIMIT, "max_source_failures": 1000}, store)
     barrier.wait(60)
     results.put(attempt(auth, key_line, "alice", f"guess{index}", "198.51.100.7"))
     auth.close()
 
 
-def _processes(tmp_path: Path, key: TransportKey, count: int, *, die: bool) -> tuple[int, list[str]]:
+def _processes(
+    tmp_path: Path, key: TransportKey, count: int, *, die: bool, store: dict[str, Any]
+) -> tuple[int, list[str]]:
     context = multiprocessing.get_context("fork")
     counter = tmp_path / "calls"
     barrier = context.Barrier(count)
     results = context.Queue()
     children = [
-        context.Process(target=_child, args=(str(tmp_path), key.line, str(counter), barrier, i, die, results))
+        context.Process(target=_child, args=(str(tmp_path), key.line, str(counter), barrier, i, die, results, store))
         for i in range(count)
     ]
     for child in children:
@@ -157,25 +173,25 @@ def _processes(tmp_path: Path, key: TransportKey, count: int, *, die: bool) -> t
     return calls, answers
 
 
-def test_processes_one_store_file_backend_called_at_most_the_limit(tmp_path: Path) -> None:
+def test_processes_one_store_file_backend_called_at_most_the_limit(tmp_path: Path, store: dict[str, Any]) -> None:
     key = TransportKey()
-    build(tmp_path, key.line, CountingBackend(), {}).close()  # the store exists before the children race
-    calls, answers = _processes(tmp_path, key, SESSIONS, die=False)
+    build(tmp_path, key.line, CountingBackend(), {}, store).close()  # the store exists before the children race
+    calls, answers = _processes(tmp_path, key, SESSIONS, die=False, store=store)
     assert 1 <= calls <= LIMIT
     assert answers.count("bad-password") == calls
     assert set(answers) <= {"bad-password", "locked-out"}
 
 
-def test_an_attempt_whose_process_dies_in_the_backend_stays_counted(tmp_path: Path) -> None:
+def test_an_attempt_whose_process_dies_in_the_backend_stays_counted(tmp_path: Path, store: dict[str, Any]) -> None:
     """An attacker who kills its connection mid-attempt gets no free guesses:
     the reservation of a process that died is a failure until the window ends."""
     key = TransportKey()
-    build(tmp_path, key.line, CountingBackend(), {}).close()
+    build(tmp_path, key.line, CountingBackend(), {}, store).close()
     for _ in range(LIMIT):
-        calls, _ = _processes(tmp_path, key, 1, die=True)
+        calls, _ = _processes(tmp_path, key, 1, die=True, store=store)
     assert calls == LIMIT
     backend = CountingBackend()
-    auth = build(tmp_path, key.line, backend, {"max_user_failures": LIMIT, "max_source_failures": 1000})
+    auth = build(tmp_path, key.line, backend, {"max_user_failures": LIMIT, "max_source_failures": 1000}, store)
     try:
         assert attempt(auth, key.line, "alice", "wonderland", "198.51.100.7") == "locked-out"
         assert backend.calls == 0
@@ -186,9 +202,9 @@ def test_an_attempt_whose_process_dies_in_the_backend_stays_counted(tmp_path: Pa
 
 
 @pytest.mark.parametrize("outcome", ["bad-password", "alice"])
-def test_a_settled_attempt_leaves_no_reservation(tmp_path: Path, outcome: str) -> None:
+def test_a_settled_attempt_leaves_no_reservation(tmp_path: Path, outcome: str, store: dict[str, Any]) -> None:
     key = TransportKey()
-    auth = build(tmp_path, key.line, CountingBackend(), {"max_user_failures": LIMIT})
+    auth = build(tmp_path, key.line, CountingBackend(), {"max_user_failures": LIMIT}, store)
     try:
         password = "wonderland" if outcome == "alice" else "nope"
         assert attempt(auth, key.line, "alice", password, "198.51.100.7") == outcome

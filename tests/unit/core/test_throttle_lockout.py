@@ -1,11 +1,13 @@
 """The lockout model and the purge through the public API (the session and a
 clock): one address attacking does not lock the user out elsewhere, rotating
 addresses stops at the all-sources limit, and a long attack leaves a store of
-bounded size."""
+bounded size; on the SQLite store and on PostgreSQL."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+
+import pytest
 
 import nxauth
 from nxauth import AuthenticationFailed
@@ -13,6 +15,7 @@ from nxauth.core.authenticator import runtime_of
 
 Build = Callable[..., nxauth.Authenticator]
 Granted = Callable[..., nxauth.Session]
+pytestmark = pytest.mark.usefixtures("store_kind")
 
 
 def outcome(session: nxauth.Session, username: str, password: str) -> str:
