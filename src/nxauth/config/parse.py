@@ -224,9 +224,7 @@ def _store(st: Options, base_dir: Path | None) -> StoreConfig:
     if inline or query & {"password", "passfile"}:
         # the message does not repeat the URL: it holds a password
         raise st.error("url", "must not hold the password: give it as password = {file = ...} or {env = ...}")
-    return StoreConfig(
-        url=url, password=password, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout
-    )
+    return StoreConfig(url=url, password=password, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout)
 
 
 def _backends(table: Options, base_dir: Path | None) -> dict[str, BackendConfig]:
