@@ -21,9 +21,13 @@ key is written that counts as a failure until it is settled.  After the
 backends, :meth:`Throttle.settle` (one write transaction) turns it into a
 failure (which may lock), or, on a success, removes it and clears the user's
 failures.  A reservation never settled (a crash, a killed connection) stays a
-failure until it leaves the window: fail closed.  Expired rows of the keys
-touched are deleted in the same transactions, and every ``SWEEP_EVERY``
-reservations a bounded sweep deletes expired rows of any key.
+failure until it leaves the window: fail closed.  Only rows of the window
+count; every ``SWEEP_EVERY`` reservations a bounded sweep, a transaction of
+its own, deletes expired rows of any key (so the store stops growing).
+
+The transactions of an attempt name their keys (``transaction(keys=...)``):
+on PostgreSQL, attempts on other users and sources run side by side, while
+two on one key still run one after the other.
 
 State lives in the embedded store, so it survives restarts and is shared by
 every process on the host.  Sources in an exempt network are neither counted
@@ -172,12 +176,14 @@ class Throttle:
         token = secrets.randbits(62) + 1
         names = [key for key, _ in keys]
         marks = ",".join("?" * len(keys))  # placeholders only: no value is formatted into SQL
-        with self._store().transaction() as tx:
-            _purge(tx, names, since)
+        sweep = False
+        with self._store().transaction(keys=names) as tx:
+            # failures and reservations of the window (older rows are the sweep's to delete)
             rows = tx.execute(
                 f"SELECT key, locked_until, lockouts FROM throttle_locks WHERE key IN ({marks}) AND locked_until > ? "  # noqa: S608
-                f"UNION ALL SELECT key, NULL, count(*) FROM throttle_failures WHERE key IN ({marks}) GROUP BY key",
-                (*names, now, *names),
+                f"UNION ALL SELECT key, NULL, count(*) FROM throttle_failures WHERE key IN ({marks}) AND at >= ? "
+                "GROUP BY key",
+                (*names, now, *names, since),
             ).fetchall()
             limits = dict(keys)
             refused: Lockout | None = None
@@ -192,8 +198,12 @@ class Throttle:
                 "INSERT INTO throttle_failures (key, at, token) VALUES " + ",".join(["(?, ?, ?)"] * len(keys)),  # noqa: S608
                 [value for key in names for value in (key, now, token)],
             )
-            if next(self._reservations) % SWEEP_EVERY == 0:
-                self._sweep(tx, now)
+            sweep = next(self._reservations) % SWEEP_EVERY == 0
+        if sweep:  # after, in a transaction of its own (it touches every key); housekeeping: no outcome hangs on it
+            try:
+                self.sweep()
+            except StoreError as exc:
+                log.warning("throttle: sweep failed: %s", exc)
         return Reservation(token, keys, username)
 
     def settle(self, reservation: Reservation, result: Settle) -> Lockout | None:
@@ -205,7 +215,7 @@ class Throttle:
         removes the reservation."""
         now = self.clock()
         token = reservation.token
-        with self._store().transaction() as tx:
+        with self._store().transaction(keys=[key for key, _ in reservation.keys]) as tx:
             if result is Settle.FAILURE:
                 # the reservation becomes a failure (of the attempt's start)
                 settled = tx.execute("UPDATE throttle_failures SET token = NULL WHERE token = ?", (token,)).rowcount
@@ -214,14 +224,17 @@ class Throttle:
                 # a purge took it (an attempt longer than the window): counted as of now
                 tx.execute("DELETE FROM throttle_failures WHERE token = ?", (token,))
                 return self._fail(tx, reservation.keys, now)
-            tx.execute("DELETE FROM throttle_failures WHERE token = ?", (token,))
-            if result is Settle.SUCCESS:
-                cleared = [key for key, _ in reservation.keys if key.startswith(("pair:", "user:"))]
-                if cleared:
-                    marks = ",".join("?" * len(cleared))
-                    # others' reservations in flight stay
-                    tx.execute(f"DELETE FROM throttle_failures WHERE key IN ({marks}) AND token IS NULL", cleared)  # noqa: S608
-                    tx.execute(f"DELETE FROM throttle_locks WHERE key IN ({marks})", cleared)  # noqa: S608
+            cleared = [key for key, _ in reservation.keys if key.startswith(("pair:", "user:"))]
+            if result is Settle.SUCCESS and cleared:
+                marks = ",".join("?" * len(cleared))
+                # the reservation, and the user's failures; others' reservations in flight stay
+                tx.execute(
+                    f"DELETE FROM throttle_failures WHERE token = ? OR (key IN ({marks}) AND token IS NULL)",  # noqa: S608
+                    (token, *cleared),
+                )
+                tx.execute(f"DELETE FROM throttle_locks WHERE key IN ({marks})", cleared)  # noqa: S608
+            else:
+                tx.execute("DELETE FROM throttle_failures WHERE token = ?", (token,))
         return None
 
     def try_settle(self, reservation: Reservation | None, result: Settle) -> bool:
@@ -244,7 +257,7 @@ class Throttle:
         keys = self._keys(username, peer)
         if not keys:
             return None
-        with self._store().transaction() as tx:
+        with self._store().transaction(keys=[key for key, _ in keys]) as tx:
             return self._fail(tx, keys, self.clock())
 
     def record_success(self, username: str, peer: Peer) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import logging
 import math
 import threading
@@ -92,9 +93,29 @@ POOL_SIZE: Final = 4
 CONNECT_TIMEOUT: Final = 5.0
 #: Keys of a connection string that are never taken from it.
 _REFUSED_KEYS: Final = frozenset({"password", "passfile"})
-#: One round trip: the transaction and its lock (a lock that stays taken past
-#: ``lock_timeout`` fails the statement: "busy, try again").
-_BEGIN: Final = f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})"
+#: The first key of the two-key advisory locks of :meth:`PostgresStore.transaction`
+#: ``keys`` (a space apart from the one-key ``WRITE_LOCK``).
+KEY_LOCK_CLASS: Final = int.from_bytes(b"nxk", "big")
+
+
+def _key_lock(key: str) -> int:
+    """A key's lock number: 32 bits of its BLAKE2b hash, signed (two keys
+    sharing one only wait for each other)."""
+    return int.from_bytes(
+        hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=4).digest(), "big", signed=True
+    )
+
+
+def _begin_sql(keys: Sequence[str]) -> str:
+    """One round trip: the transaction and its locks, only numbers nxauth
+    computed in the text.  A lock still taken past ``lock_timeout`` fails
+    the statement: "busy, try again"."""
+    if not keys:
+        return f"BEGIN; SELECT pg_advisory_xact_lock({WRITE_LOCK:d})"
+    locks = "".join(
+        f"; SELECT pg_advisory_xact_lock({KEY_LOCK_CLASS:d}, {n:d})" for n in sorted(set(map(_key_lock, keys)))
+    )
+    return f"BEGIN; SELECT pg_advisory_xact_lock_shared({WRITE_LOCK:d}){locks}"
 
 
 @functools.lru_cache(maxsize=512)
@@ -144,15 +165,76 @@ class _Cursor:
 
 
 @final
-class _Transaction:
-    __slots__ = ("_conn", "_store")
+class _Pending:
+    """A statement sent in a transaction's pipeline: its result is waited
+    for only when it is read (statements nobody reads cost no round trip)."""
 
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
+    __slots__ = ("_cursor", "_result", "_seq", "_tx")
+
+    def __init__(self, tx: _Transaction, cursor: psycopg.Cursor[Any], seq: int) -> None:
+        self._tx = tx
+        self._cursor = cursor
+        self._seq = seq
+        self._result: _Cursor | None = None
+
+    def _get(self) -> _Cursor:
+        if self._result is None:
+            self._tx._sync(self._seq)
+            cursor = self._cursor
+            rows = cursor.fetchall() if cursor.description is not None else []
+            self._result = _Cursor(rows, cursor.rowcount)
+        return self._result
+
+    @property
+    def rowcount(self) -> int:
+        return self._get().rowcount
+
+    @property
+    def lastrowid(self) -> int | None:
+        return None  # use RETURNING
+
+    def fetchone(self) -> Any:
+        return self._get().fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self._get().fetchall()
+
+
+@final
+class _Transaction:
+    """The statements of one write transaction, sent in pipeline mode."""
+
+    __slots__ = ("_conn", "_pipeline", "_sent", "_store", "_synced")
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any], pipeline: psycopg.Pipeline) -> None:
         self._store = store
         self._conn = conn
+        self._pipeline = pipeline
+        self._sent = 0
+        self._synced = 0
 
-    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> _Cursor:
-        return self._store._run(self._conn, sql, parameters)
+    def execute(self, sql: str, parameters: Sequence[object] = (), /) -> _Pending:
+        psycopg = self._store._psycopg
+        try:
+            cursor = self._conn.execute(to_pyformat(sql), tuple(parameters))
+        except psycopg.Error as exc:  # an earlier statement's failure may surface here
+            raise self._store._failure(exc) from None
+        self._sent += 1
+        return _Pending(self, cursor, self._sent)
+
+    def _sync(self, seq: int) -> None:
+        if self._synced >= seq:
+            return
+        psycopg = self._store._psycopg
+        try:
+            self._pipeline.sync()
+        except psycopg.Error as exc:
+            raise self._store._failure(exc) from None
+        self._synced = self._sent
+
+    def commit(self) -> None:
+        self.execute("COMMIT")
+        self._sync(self._sent)
 
 
 @final
@@ -278,40 +360,55 @@ class PostgresStore:
                 return
         raise self._error("the connection was lost and could not be made again")
 
+    def _failure(self, exc: BaseException) -> StoreError:
+        """The store's error for a driver's exception: where, what, the SQLSTATE."""
+        if isinstance(exc, self._psycopg.errors.LockNotAvailable):
+            return self._error("database stayed busy; try again")
+        return self._error(f"database error ({_sqlstate(exc)})")
+
     def _run(self, conn: psycopg.Connection[Any], sql: str, parameters: Sequence[object]) -> _Cursor:
-        psycopg = self._psycopg
         try:
             cursor = conn.execute(to_pyformat(sql), tuple(parameters))
             rows = cursor.fetchall() if cursor.description is not None else []
             return _Cursor(rows, cursor.rowcount)
-        except psycopg.errors.LockNotAvailable:
-            raise self._error("database stayed busy; try again") from None
-        except psycopg.Error as exc:
-            raise self._error(f"database error ({_sqlstate(exc)})") from None
+        except self._psycopg.Error as exc:
+            raise self._failure(exc) from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[_Transaction]:
-        """A write transaction holding the store's advisory lock (writers wait
-        for each other up to the busy timeout): commit on success, rollback on
-        any exception.  A commit whose answer is lost raises: the caller
-        denies, whatever the server did."""
-        psycopg = self._psycopg
-        with self._begin(_BEGIN) as conn:
+    def transaction(self, *, keys: Sequence[str] = ()) -> Iterator[_Transaction]:
+        """A write transaction holding the store's advisory lock, exclusive
+        without ``keys``; with ``keys``, shared, and an exclusive lock per key
+        (taken in one order, so two transactions never wait for each other in
+        a circle).  Writers wait up to the busy timeout.  The statements go in
+        pipeline mode: one waits for the server only when its result is read.
+        Commit on success, rollback on any exception (a statement's failure
+        surfaces at the latest at the commit); a commit whose answer is lost
+        raises: the caller denies, whatever the server did."""
+        with self._begin(_begin_sql(keys)) as conn:
             try:
-                yield _Transaction(self, conn)
+                with conn.pipeline() as pipeline:
+                    tx = _Transaction(self, conn, pipeline)
+                    yield tx
+                    tx.commit()
             except BaseException:
                 _rollback(conn)
                 raise
-            try:
-                conn.execute("COMMIT")
-            except psycopg.Error as exc:
-                _rollback(conn)
-                raise self._error(f"commit failed ({_sqlstate(exc)})") from None
 
     def execute(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
-        """Run one read statement (its own snapshot) and return all rows."""
-        with self._begin("SELECT 1") as conn:
-            return self._run(conn, sql, parameters).fetchall()
+        """Run one read statement (its own snapshot) and return all rows.  A
+        connection that died since its last use (the server restarted) is
+        replaced and the read made again, as many times as the pool holds."""
+        psycopg = self._psycopg
+        for _ in range(self._pool.max_size + 1):
+            with self._connection() as conn:
+                try:
+                    cursor = conn.execute(to_pyformat(sql), tuple(parameters))
+                    return cursor.fetchall() if cursor.description is not None else []
+                except psycopg.Error as exc:
+                    if isinstance(exc, psycopg.OperationalError) and conn.broken:
+                        continue
+                    raise self._failure(exc) from None
+        raise self._error("the connection was lost and could not be made again")
 
     # ------------------------------------------------------------ schema
 

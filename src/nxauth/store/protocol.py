@@ -51,10 +51,17 @@ class Store(Protocol):
     """Where nxauth keeps state: users and password hashes, transport keys,
     throttle counters (the embedded SQLite file by default)."""
 
-    def transaction(self) -> AbstractContextManager[Transaction]:
+    def transaction(self, *, keys: Sequence[str] = ()) -> AbstractContextManager[Transaction]:
         """A write transaction: ``with store.transaction() as tx: tx.execute(...)``.
         It waits out other writers up to the store's busy timeout, then
-        raises :class:`nxauth.StoreError`."""
+        raises :class:`nxauth.StoreError`.
+
+        Without ``keys`` it runs alone, as if no other writer existed.  With
+        ``keys`` (the names of every row the transaction reads to decide and
+        writes), it runs alone with respect to other transactions on any of
+        those keys and to transactions without keys; a store may run it
+        beside transactions on other keys (PostgreSQL does: an advisory lock
+        per key; SQLite's writers always run one at a time)."""
         ...
 
     def execute(self, sql: str, parameters: tuple[object, ...] = ...) -> list[tuple[Any, ...]]:

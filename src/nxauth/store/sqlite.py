@@ -19,7 +19,7 @@ import sqlite3
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Final, final
 
@@ -221,13 +221,27 @@ class SqliteStore:
             )
         except sqlite3.Error as exc:
             raise self._error(f"cannot open ({exc})") from None
-        try:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-        except sqlite3.DatabaseError as exc:
-            conn.close()
-            raise self._error(f"not a usable database ({exc})") from None
+        deadline = time.monotonic() + self.busy_timeout
+        delay = 0.005
+        while True:
+            try:
+                # switching to WAL takes a lock the busy handler does not wait
+                # for: another process opening the file at the same moment
+                # answers "locked", so wait here as for any other writer
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                conn.execute("PRAGMA foreign_keys=ON")
+                break
+            except sqlite3.OperationalError as exc:
+                if ("locked" in str(exc) or "busy" in str(exc)) and time.monotonic() < deadline:
+                    time.sleep(delay)
+                    delay = min(delay * 2, 0.2)
+                    continue
+                conn.close()
+                raise self._error(f"not a usable database ({exc})") from None
+            except sqlite3.DatabaseError as exc:
+                conn.close()
+                raise self._error(f"not a usable database ({exc})") from None
         with self._lock:
             self._connections.append(conn)
         self._local.conn = conn
@@ -287,10 +301,11 @@ class SqliteStore:
                 raise self._error(f"commit failed ({exc})") from None
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self, *, keys: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``): commit on success,
         rollback on any exception.  Waits out other writers up to the busy
-        timeout, then raises :class:`StoreError`."""
+        timeout, then raises :class:`StoreError`.  ``keys`` change nothing:
+        SQLite's writers always run one at a time."""
         conn = self.connection()
         try:
             with self._transaction(conn) as tx:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import pytest
@@ -34,10 +34,10 @@ class FaultyWrites:
         self.count = 0
 
     @contextlib.contextmanager
-    def transaction(self) -> Iterator[Any]:
+    def transaction(self, *, keys: Sequence[str] = ()) -> Iterator[Any]:
         self.count += 1
         failing = self.fails(self.count)
-        with self.inner.transaction() as tx:
+        with self.inner.transaction(keys=keys) as tx:
             if failing:
                 raise sqlite3.OperationalError("database or disk is full")
             yield tx

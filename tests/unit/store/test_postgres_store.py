@@ -260,3 +260,33 @@ def test_open_store_reads_the_password_reference(pg_cluster: Cluster, schema: st
     missing = parse_config({"store": {**pg_cluster.store_options(schema), "password": {"env": "NO_SUCH_VAR_X"}}})
     with pytest.raises(StoreError, match="NO_SUCH_VAR_X"):
         open_store(missing)
+
+
+def test_transactions_on_other_keys_run_side_by_side(pg_cluster: Cluster, schema: str) -> None:
+    """A transaction on key "a" left open does not hold up one on "b"; one on
+    "a", or one without keys (the whole store), waits for it."""
+    store = store_of(pg_cluster, schema, busy_timeout=0.5)
+    opened, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.transaction(keys=["user:a"]) as tx:
+            tx.execute("INSERT INTO throttle_failures (key, at) VALUES ('user:a', 1)")
+            opened.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert opened.wait(30)
+        with store.transaction(keys=["user:b", "addr:192.0.2.1"]) as tx:
+            tx.execute("INSERT INTO throttle_failures (key, at) VALUES ('user:b', 1)")
+        for keys in (["user:a"], ["addr:192.0.2.1", "user:a"], []):
+            with pytest.raises(StoreError, match="busy"), store.transaction(keys=keys) as tx:
+                tx.execute("INSERT INTO throttle_failures (key, at) VALUES ('x', 1)")
+    finally:
+        release.set()
+        holder.join(30)
+    try:
+        assert sorted(r[0] for r in store.execute("SELECT key FROM throttle_failures")) == ["user:a", "user:b"]
+    finally:
+        store.close()

@@ -100,9 +100,9 @@ def test_a_closed_store_raises(any_store: Store) -> None:
         pass
 
 
-def _increment(store: Store, times: int) -> None:
+def _increment(store: Store, times: int, keys: tuple[str, ...] = ()) -> None:
     for _ in range(times):
-        with store.transaction() as tx:
+        with store.transaction(keys=keys) as tx:
             (value,) = tx.execute("SELECT lockouts FROM throttle_locks WHERE key = 'n'").fetchone()
             tx.execute("UPDATE throttle_locks SET lockouts = ? WHERE key = 'n'", (value + 1,))
 
@@ -112,10 +112,14 @@ def _seed(store: Store) -> None:
         tx.execute("INSERT INTO throttle_locks (key, locked_until, lockouts, last_lockout) VALUES ('n', 0, 0, 0)")
 
 
-def test_threads_lose_no_update(any_store: Store) -> None:
-    """Read, then write what was read plus one: serialised writers lose nothing."""
+@pytest.mark.parametrize("keys", [(), ("n",), ("n", "other"), ("other", "n", "n")], ids=["whole", "key", "keys", "dup"])
+def test_threads_lose_no_update(any_store: Store, keys: tuple[str, ...]) -> None:
+    """Read, then write what was read plus one: serialised writers lose
+    nothing, whether they lock the whole store or the key they decide on;
+    and a writer of the whole store waits for a writer of a key."""
     _seed(any_store)
-    threads = [threading.Thread(target=_increment, args=(any_store, 25)) for _ in range(8)]
+    threads = [threading.Thread(target=_increment, args=(any_store, 25, keys)) for _ in range(6)]
+    threads += [threading.Thread(target=_increment, args=(any_store, 25)) for _ in range(2)]
     for thread in threads:
         thread.start()
     for thread in threads:
