@@ -4,6 +4,7 @@
 # the package's interface.  Everything not listed here is private.
 
 from nxauth._version import __version__ as __version__
+from nxauth.codes import AdminAction as AdminAction
 from nxauth.codes import Method as Method
 from nxauth.codes import Outcome as Outcome
 from nxauth.codes import Reason as Reason
@@ -27,6 +28,7 @@ from nxauth.errors import NxauthError as NxauthError
 from nxauth.errors import PluginError as PluginError
 from nxauth.errors import StoreError as StoreError
 from nxauth.errors import UsageError as UsageError
+from nxauth.model import AdminEvent as AdminEvent
 from nxauth.model import Attempt as Attempt
 from nxauth.model import AuthEvent as AuthEvent
 from nxauth.model import Conversation as Conversation
@@ -49,6 +51,7 @@ from nxauth.plugins.roles import KeySource as KeySource
 from nxauth.store.protocol import Cursor as Cursor
 from nxauth.store.protocol import Store as Store
 from nxauth.store.protocol import Transaction as Transaction
+from nxauth.store.replay import ReplayGuard as ReplayGuard
 from nxauth.usernames import InvalidUsername as InvalidUsername
 from nxauth.usernames import normalize_username as normalize_username
 

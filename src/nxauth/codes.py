@@ -88,3 +88,30 @@ class Method(enum.StrEnum):
     """Stage 2: a username and a password (and a backend's further questions)."""
     SESSION = "session"
     """About the session itself, not an attempt: closed by the integration (client gone, timeout, protocol error)."""
+
+
+class AdminAction(enum.StrEnum):
+    """What an administrator did (the values are the audit trail's words)."""
+
+    __module__ = "nxauth"
+
+    USER_ADD = "user-add"
+    """``nxauth useradd``."""
+    USER_REMOVE = "user-remove"
+    """``nxauth userdel``."""
+    PASSWORD_SET = "password-set"
+    """``nxauth passwd`` (with ``--node``: the user's own password on that node)."""
+    PASSWORD_REMOVE = "password-remove"
+    """``nxauth passwd --no-password``."""
+    USER_ENABLE = "user-enable"
+    """``nxauth userenable``."""
+    USER_DISABLE = "user-disable"
+    """``nxauth userdisable``."""
+    NODE_ADD = "node-add"
+    """``nxauth node add``."""
+    NODE_REMOVE = "node-remove"
+    """``nxauth node remove`` (its grants go with it)."""
+    GRANT = "grant"
+    """``nxauth grant``: one event per node newly granted."""
+    REVOKE = "revoke"
+    """``nxauth revoke``: one event per node taken."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Final, Protocol, final
 
-from nxauth.codes import Method, Outcome, Reason
+from nxauth.codes import AdminAction, Method, Outcome, Reason
 from nxauth.errors import NxauthError, UsageError
 
 __all__ = [
@@ -297,6 +297,28 @@ class AuthEvent:
     def accepted(self) -> bool:
         """Whether the event records a success (``outcome`` is :attr:`Outcome.ACCEPTED`)."""
         return self.outcome is Outcome.ACCEPTED
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class AdminEvent:
+    """One administrative change, as the audit trail records it.  Never holds
+    a secret: a password change says whose and where, not what.
+
+    ``actor`` is the account that ran the command (``SUDO_USER`` under sudo,
+    else the real user), ``username`` the user changed and ``node`` the node
+    concerned, each empty when the action has none."""
+
+    action: AdminAction
+    actor: str
+    username: str = ""
+    node: str = ""
+    time: float = field(default_factory=time.time)
+
+    __module__ = "nxauth"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "action", AdminAction(self.action))
 
 
 @final

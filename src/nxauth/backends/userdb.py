@@ -268,11 +268,15 @@ class UserDatabase:
         case: str = "fold",
         max_length: int = MAX_USERNAME_LENGTH,
         clock: Callable[[], float] = time.time,
+        node: str | None = None,
     ) -> None:
         self._store = store
         self.case = case
         self.max_length = max_length
         self.clock = clock
+        #: This host's node name in a cluster (``[store] node``): its own
+        #: password of a user, where one is set, wins over the user's default.
+        self.node = node
 
     def __repr__(self) -> str:
         return f"UserDatabase({self.store!r})" if isinstance(self._store, Store) else "UserDatabase(<lazy store>)"
@@ -294,8 +298,23 @@ class UserDatabase:
             username = self.canonical(name)
         except InvalidUsername:
             return None
-        rows = self.store.execute(f"SELECT {_COLUMNS} FROM users WHERE username = ?", (username,))  # noqa: S608
+        if self.node is None:
+            rows = self.store.execute(f"SELECT {_COLUMNS} FROM users WHERE username = ?", (username,))  # noqa: S608
+        else:
+            rows = self.store.execute(
+                "SELECT u.username, COALESCE(n.password_hash, u.password_hash), u.enabled, u.comment, u.created, "
+                "u.changed FROM users u LEFT JOIN node_passwords n ON n.node = ? AND n.username = u.username "
+                "WHERE u.username = ?",
+                (self.node, username),
+            )
         return _record(rows[0]) if rows else None
+
+    def node_passwords(self, name: str) -> list[str]:
+        """The nodes on which the user has a password of its own."""
+        rows = self.store.execute(
+            "SELECT node FROM node_passwords WHERE username = ? ORDER BY node", (self.canonical(name),)
+        )
+        return [str(row[0]) for row in rows]
 
     def require(self, name: str) -> UserRecord:
         """Like :meth:`get`, but raises :class:`NoSuchUser` (or
@@ -337,6 +356,8 @@ class UserDatabase:
         with self.store.transaction() as tx:
             if tx.execute("DELETE FROM users WHERE username = ?", (username,)).rowcount != 1:
                 raise NoSuchUser(username)
+            tx.execute("DELETE FROM node_passwords WHERE username = ?", (username,))
+            tx.execute("DELETE FROM grants WHERE username = ?", (username,))
 
     def _update(self, name: str, assignments: str, values: tuple[object, ...]) -> None:
         username = self.canonical(name)
@@ -348,9 +369,28 @@ class UserDatabase:
             if cursor.rowcount != 1:
                 raise NoSuchUser(username)
 
-    def set_password(self, name: str, password_hash: str | None) -> None:
-        """Set the user's hash (``None``: no nxauth password any more)."""
-        self._update(name, "password_hash = ?", (password_hash,))
+    def set_password(self, name: str, password_hash: str | None, *, node: str | None = None) -> None:
+        """Set the user's hash (``None``: no nxauth password any more); with
+        ``node``, the user's own password on that node (``None``: the node
+        uses the user's default again)."""
+        if node is None:
+            self._update(name, "password_hash = ?", (password_hash,))
+            return
+        username = self.canonical(name)
+        now = self.clock()
+        with self.store.transaction() as tx:
+            if tx.execute("SELECT 1 FROM users WHERE username = ?", (username,)).fetchone() is None:
+                raise NoSuchUser(username)
+            if password_hash is None:
+                tx.execute("DELETE FROM node_passwords WHERE node = ? AND username = ?", (node, username))
+            else:
+                tx.execute(
+                    "INSERT INTO node_passwords (node, username, password_hash, changed) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT (node, username) DO UPDATE SET password_hash = excluded.password_hash, "
+                    "changed = excluded.changed",
+                    (node, username, password_hash, now),
+                )
+            tx.execute("UPDATE users SET changed = ? WHERE username = ?", (now, username))
 
     def set_enabled(self, name: str, enabled: bool) -> bool:
         """Enable or disable; return False if it already was so."""
@@ -380,10 +420,23 @@ class UserDatabase:
         ``old_hash``: a password changed meanwhile is never overwritten.
         Returns True if the row was updated.  ``changed`` is left alone (a
         rehash is not an administrative change)."""
+        username = self.canonical(name)
         with self.store.transaction() as tx:
+            if self.node is not None:  # the node's own password, if that is the one that matched
+                cursor = tx.execute(
+                    "UPDATE node_passwords SET password_hash = ? WHERE node = ? AND username = ? AND password_hash = ?",
+                    (new_hash, self.node, username, old_hash),
+                )
+                if cursor.rowcount == 1:
+                    return True
+                own = tx.execute(
+                    "SELECT 1 FROM node_passwords WHERE node = ? AND username = ?", (self.node, username)
+                ).fetchone()
+                if own is not None:
+                    return False  # the node's password changed meanwhile: the default was not the one used
             cursor = tx.execute(
                 "UPDATE users SET password_hash = ? WHERE username = ? AND password_hash = ?",
-                (new_hash, self.canonical(name), old_hash),
+                (new_hash, username, old_hash),
             )
             return cursor.rowcount == 1
 
@@ -432,4 +485,6 @@ def user_database(context: BackendContext) -> UserDatabase:
     """The users table of a backend's authenticator: its store (opened on
     first use) and its username rules."""
     usernames = context.config.usernames
-    return UserDatabase(lambda: context.store, case=usernames.case, max_length=usernames.max_length)
+    return UserDatabase(
+        lambda: context.store, case=usernames.case, max_length=usernames.max_length, node=context.config.store.node
+    )

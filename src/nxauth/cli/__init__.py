@@ -44,6 +44,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "nxauth.cli.keys",
     "nxauth.cli.demo",
     "nxauth.cli.users",
+    "nxauth.cli.nodes",
     "nxauth.cli.pam",
     "nxauth.cli.openssh",
     "nxauth.cli.serve",

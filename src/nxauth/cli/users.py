@@ -65,7 +65,8 @@ def register(subparsers: Any) -> None:
 
     passwd = command("passwd", cmd_passwd, "set or remove a user's nxauth password")
     passwd.add_argument("user")
-    password_source(passwd, "remove the nxauth password (the user stays listed)")
+    passwd.add_argument("--node", help="the user's own password on this node of the cluster (docs/deploy-cluster.md)")
+    password_source(passwd, "remove the nxauth password (the user stays listed; with --node: the node's own)")
 
     for name, handler, verb in (("userenable", cmd_userenable, "enable"), ("userdisable", cmd_userdisable, "disable")):
         command(name, handler, f"{verb} a user").add_argument("user")
@@ -85,11 +86,21 @@ def register(subparsers: Any) -> None:
 class _Table:
     """The users table of the configuration and the hasher of its ``passwords`` instance."""
 
-    __slots__ = ("db", "hasher")
+    __slots__ = ("config", "db", "hasher")
 
-    def __init__(self, db: UserDatabase, hasher: PasswordHasher) -> None:
+    def __init__(self, db: UserDatabase, hasher: PasswordHasher, config: Config) -> None:
         self.db = db
         self.hasher = hasher
+        self.config = config
+
+    def audited(self, action: str, username: str, node: str = "") -> None:
+        """The change is committed: record it with the acting account."""
+        from nxauth.core.admin import AuditFailed, admin_event
+
+        try:
+            admin_event(self.config, self.db.store, action, username=username, node=node)
+        except AuditFailed as exc:
+            raise CommandError(f"done, but the audit trail did not record it ({exc})") from None
 
 
 def _load_config(args: argparse.Namespace) -> Config:
@@ -130,7 +141,7 @@ def _open_table(args: argparse.Namespace) -> Iterator[_Table]:
     hasher = hasher_from_options(context)
     context.options.check_unused()
     try:
-        yield _Table(user_database(context), hasher)
+        yield _Table(user_database(context), hasher, config)
     finally:
         if store is not None:
             store.close()
@@ -225,6 +236,7 @@ def cmd_useradd(args: argparse.Namespace) -> int:
             table.db.add(name, password_hash=password_hash, enabled=not args.disabled, comment=args.comment)
         except UserExists:
             raise CommandError(f"user {name} already exists") from None
+        table.audited("user-add", name)
     state = "disabled" if args.disabled else "enabled"
     print(f"added user {_named(name, args.user)} ({state}, {'with' if password_hash else 'no'} nxauth password)")
     return EXIT_OK
@@ -240,6 +252,7 @@ def cmd_userdel(args: argparse.Namespace) -> int:
             table.db.remove(name)
         except NoSuchUser:
             raise CommandError(f"no such user {name}") from None
+        table.audited("user-remove", name)
     print(f"removed user {_named(name, args.user)}")
     return EXIT_OK
 
@@ -253,13 +266,31 @@ def cmd_passwd(args: argparse.Namespace) -> int:
         name = _canonical(table, args.user)
         if table.db.get(name) is None:
             raise CommandError(f"no such user {name}")
+        node = _known_node(table, args.node)
         password_hash = _new_hash(args, table, name)
         try:
-            table.db.set_password(name, password_hash)
+            table.db.set_password(name, password_hash, node=node)
         except NoSuchUser:
             raise CommandError(f"no such user {name}") from None
-    print(f"{'changed' if password_hash else 'removed'} the nxauth password of {_named(name, args.user)}")
+        table.audited("password-set" if password_hash else "password-remove", name, node or "")
+    where = f" on node {node}" if node else ""
+    print(f"{'changed' if password_hash else 'removed'} the nxauth password of {_named(name, args.user)}{where}")
     return EXIT_OK
+
+
+def _known_node(table: _Table, node: str | None) -> str | None:
+    """``node`` if it is a registered node (a typo must not create a password nobody uses)."""
+    if node is None:
+        return None
+    from nxauth.core.cluster import ClusterError, NodeRegistry
+
+    try:
+        known = NodeRegistry(table.db.store).get(node)
+    except ClusterError as exc:
+        raise CommandError(f"--node: {exc}", EXIT_USAGE) from None
+    if known is None:
+        raise CommandError(f"no node {node!r} (nxauth node list); nothing changed", EXIT_USAGE)
+    return node
 
 
 def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
@@ -272,6 +303,8 @@ def _set_enabled(args: argparse.Namespace, enabled: bool) -> int:
             changed = table.db.set_enabled(name, enabled)
         except NoSuchUser:
             raise CommandError(f"no such user {name}") from None
+        if changed:
+            table.audited("user-enable" if enabled else "user-disable", name)
     print(f"user {_named(name, args.user)} {word}" if changed else f"user {name} was already {word}")
     return EXIT_OK
 

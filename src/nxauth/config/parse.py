@@ -160,6 +160,7 @@ def _audit(au: Options, path: Callable[[str | None], Path | None]) -> AuditConfi
         required=au.boolean("required", False),
         syslog_address=au.string("syslog_address", "/dev/log"),
         sink_timeout=au.number("sink_timeout", 0.05, above=0.0, maximum=10.0, unit=_SECONDS),
+        table=au.boolean("table"),
     )
 
 
@@ -208,11 +209,14 @@ def _store(st: Options, base_dir: Path | None) -> StoreConfig:
         raise st.error("schema", f"must be a lower-case SQL identifier, got {quote(schema)}")
     pool_size = st.integer("pool_size", 4, minimum=1, maximum=1000)
     connect_timeout = st.number("connect_timeout", 5.0, above=0.0, maximum=600.0, unit=_SECONDS)
+    node = st.string("node", allow_empty=False)
+    if node is not None:
+        _check_name(st, "node", node, "a node name")
     if url is None:
         for key in ("password", "schema", "pool_size", "connect_timeout"):
             if key in st:
                 raise st.error(key, "is for a PostgreSQL store: set url too")
-        return StoreConfig()
+        return StoreConfig(node=node)
     if not url.startswith(_PG_SCHEMES):
         raise st.error("url", "must be a PostgreSQL URL (postgresql://USER@HOST:PORT/DATABASE)")
     try:
@@ -224,7 +228,9 @@ def _store(st: Options, base_dir: Path | None) -> StoreConfig:
     if inline or query & {"password", "passfile"}:
         # the message does not repeat the URL: it holds a password
         raise st.error("url", "must not hold the password: give it as password = {file = ...} or {env = ...}")
-    return StoreConfig(url=url, password=password, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout)
+    return StoreConfig(
+        url=url, password=password, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout, node=node
+    )
 
 
 def _backends(table: Options, base_dir: Path | None) -> dict[str, BackendConfig]:

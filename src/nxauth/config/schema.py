@@ -119,6 +119,8 @@ class AuditConfig:
     #: seconds the sinks together may take per event (default 50 ms); a sink
     #: still running then is a failing sink (a deny with ``required``)
     sink_timeout: float = 0.05
+    #: the store's audit table; None: on with a PostgreSQL store (see Config.audit_table)
+    table: bool | None = None
 
 
 @final
@@ -160,9 +162,11 @@ class StoreConfig:
     schema: str = "public"
     pool_size: int = 4
     connect_timeout: float = 5.0
+    #: this host's name among the cluster's nodes (its own passwords are keyed by it)
+    node: str | None = None
 
     def __repr__(self) -> str:  # the password reference names a file or variable only; still, show neither
-        return f"StoreConfig(url={self.url!r}, schema={self.schema!r})"
+        return f"StoreConfig(url={self.url!r}, schema={self.schema!r}, node={self.node!r})"
 
 
 def default_state_dir() -> Path:
@@ -201,6 +205,12 @@ class Config:
     def store_path(self) -> Path:
         """The embedded store's file: ``nxauth.db`` in ``state_dir``."""
         return self.state_dir / "nxauth.db"
+
+    @property
+    def audit_table(self) -> bool:
+        """Whether events go to the store's audit table: ``audit.table``, by
+        default on with a PostgreSQL store (the cluster's one trail)."""
+        return self.audit.table if self.audit.table is not None else self.store.url is not None
 
     @property
     def host_key_path(self) -> Path:

@@ -1,6 +1,8 @@
-"""Built-in audit sinks: a logger with sshd-style lines, syslog, JSON Lines.
+"""Built-in audit sinks: a logger with sshd-style lines, syslog, JSON Lines,
+and the store's audit table (shared by a cluster on PostgreSQL).
 
-Each sink is a plugin implementing ``nxauth_auth_event``.  Lines are stable
+Each sink is a plugin implementing ``nxauth_auth_event`` and
+``nxauth_admin_event``.  Lines are stable
 enough to grep: user input is cut to 100 characters and escaped, and no line
 ever holds a password (an :class:`nxauth.AuthEvent` has none to give).
 """
@@ -17,14 +19,17 @@ from typing import TYPE_CHECKING, Any, final
 
 from nxauth.codes import Outcome
 from nxauth.files import PRIVATE_MODE, open_append
-from nxauth.model import AuthEvent
+from nxauth.model import AdminEvent, AuthEvent
 from nxauth.plugins.hookspecs import hookimpl
 from nxauth.usernames import escape_for_log
 
 if TYPE_CHECKING:
-    from nxauth.config import AuditConfig
+    from collections.abc import Callable
 
-__all__ = ["JsonLinesSink", "LoggingSink", "SyslogSink", "format_event"]
+    from nxauth.config import AuditConfig
+    from nxauth.store.protocol import Store
+
+__all__ = ["JsonLinesSink", "LoggingSink", "StoreSink", "SyslogSink", "admin_record", "format_admin", "format_event"]
 
 AUDIT_LOGGER = "nxauth.audit"
 #: After a syslog send timed out, how long sends do not wait (seconds).
@@ -73,6 +78,26 @@ def event_record(event: AuthEvent) -> dict[str, Any]:
     }
 
 
+def format_admin(event: AdminEvent) -> str:
+    """One line: ``Admin grant by root: user=alice node=node1``."""
+    tags = [
+        f"{name}={escape_for_log(value)}" for name, value in (("user", event.username), ("node", event.node)) if value
+    ]
+    return f"Admin {event.action} by {escape_for_log(event.actor)}" + (f": {' '.join(tags)}" if tags else "")
+
+
+def admin_record(event: AdminEvent) -> dict[str, Any]:
+    """The admin event as a JSON-ready mapping (``"kind": "admin"`` tells it from a login's)."""
+    return {
+        "time": datetime.datetime.fromtimestamp(event.time, datetime.UTC).isoformat(timespec="milliseconds"),
+        "kind": "admin",
+        "action": event.action.value,
+        "actor": event.actor[:100],
+        "user": event.username[:100],
+        "node": event.node,
+    }
+
+
 @final
 class LoggingSink:
     """Writes each event to the ``nxauth.audit`` logger: accepted at INFO,
@@ -92,6 +117,10 @@ class LoggingSink:
             # walking the stack for the caller (a cost on every login)
             record = logger.makeRecord(logger.name, level, __file__, 0, "%s", (format_event(event),), None)
             logger.handle(record)
+
+    @hookimpl
+    def nxauth_admin_event(self, event: AdminEvent) -> None:
+        self.logger.info("%s", format_admin(event))
 
 
 def _strict_syslog_handler(address: str, sink: SyslogSink) -> logging.Handler:
@@ -153,9 +182,15 @@ class SyslogSink:
 
     @hookimpl
     def nxauth_auth_event(self, event: AuthEvent) -> None:
+        self._send(logging.INFO if event.accepted else logging.WARNING, format_event(event))
+
+    @hookimpl
+    def nxauth_admin_event(self, event: AdminEvent) -> None:
+        self._send(logging.INFO, format_admin(event))
+
+    def _send(self, level: int, line: str) -> None:
         handler = self._get()
-        level = logging.INFO if event.accepted else logging.WARNING
-        record = logging.LogRecord(AUDIT_LOGGER, level, __file__, 0, "%s", (format_event(event),), None)
+        record = logging.LogRecord(AUDIT_LOGGER, level, __file__, 0, "%s", (line,), None)
         try:
             handler.emit(record)
         except (TimeoutError, BlockingIOError):
@@ -190,7 +225,16 @@ class JsonLinesSink:
     def nxauth_auth_event(self, event: AuthEvent) -> None:
         import json  # here: the commands sshd runs load it only when this sink is configured
 
-        line = (json.dumps(event_record(event), ensure_ascii=True, separators=(",", ":")) + "\n").encode("ascii")
+        self._write(json.dumps(event_record(event), ensure_ascii=True, separators=(",", ":")))
+
+    @hookimpl
+    def nxauth_admin_event(self, event: AdminEvent) -> None:
+        import json
+
+        self._write(json.dumps(admin_record(event), ensure_ascii=True, separators=(",", ":")))
+
+    def _write(self, text: str) -> None:
+        line = (text + "\n").encode("ascii")
         with self._lock:
             fd = self._open()
             written = os.write(fd, line)
@@ -202,6 +246,36 @@ class JsonLinesSink:
             if self._fd is not None:
                 os.close(self._fd)
                 self._fd = None
+
+
+@final
+class StoreSink:
+    """Inserts each event, as its JSON record, into the store's
+    ``audit_events`` table with the host's name: on PostgreSQL, one audit
+    trail for the whole cluster.  Not an inline sink: it runs in its own
+    thread, bounded by ``audit.sink_timeout`` like a third party's, so a
+    slow database never holds a login."""
+
+    def __init__(self, store: Callable[[], Store], host: str | None = None) -> None:
+        import socket
+
+        self._store = store
+        self.host = host or socket.gethostname()
+
+    def _insert(self, when: float, record: dict[str, Any]) -> None:
+        import json
+
+        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
+        with self._store().transaction(keys=("audit",)) as tx:
+            tx.execute("INSERT INTO audit_events (at, host, event) VALUES (?, ?, ?)", (when, self.host, text))
+
+    @hookimpl
+    def nxauth_auth_event(self, event: AuthEvent) -> None:
+        self._insert(event.time, event_record(event))
+
+    @hookimpl
+    def nxauth_admin_event(self, event: AdminEvent) -> None:
+        self._insert(event.time, admin_record(event))
 
 
 def sinks_from_config(audit: AuditConfig) -> list[tuple[object, str]]:

@@ -11,7 +11,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, final
 
 from nxauth.config import BackendConfig, Config, StackEntry, default_config_path, load_config, parse_config
-from nxauth.core.audit import sinks_from_config
+from nxauth.core.audit import StoreSink, sinks_from_config
 from nxauth.core.runtime import Plan, PlannedStep, Runtime
 from nxauth.core.throttle import source_key, user_key
 from nxauth.details import declared_details
@@ -114,6 +114,9 @@ class Authenticator:
             self._pm.register(sink, name=name)
             if hasattr(sink, "close"):
                 self._closables.append(sink)
+        if self._config.audit_table:
+            runtime = self._runtime
+            self._pm.register(StoreSink(lambda: runtime.store), name="nxauth.audit.table")
 
     def _missing_kind(self, kind: str) -> str:
         hints = [str(e) for e in self._plugin_errors]

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypeVar, final, overload
 
 if TYPE_CHECKING:
-    from nxauth.model import AuthEvent
+    from nxauth.model import AdminEvent, AuthEvent
     from nxauth.plugins.registry import BackendRegistry
 
 __all__ = ["HookimplMarker", "HookspecMarker", "hookimpl", "hookspec"]
@@ -131,5 +131,20 @@ def nxauth_auth_event(event: AuthEvent) -> None:
     a deny.
 
     :param event: the :class:`nxauth.AuthEvent`.
+    :return: nothing; the return value is ignored.
+    """
+
+
+@hookspec
+def nxauth_admin_event(event: AdminEvent) -> None:
+    """Observe one administrative change (a user added, a password set, a
+    node granted...), made by the ``nxauth`` commands.
+
+    The built-in sinks (log, syslog, JSON lines, the store's audit table)
+    record it; the commands call them without loading plugins, so a
+    third-party sink sees the changes made through a host program's own
+    plugin manager only.
+
+    :param event: the :class:`nxauth.AdminEvent`.
     :return: nothing; the return value is ignored.
     """

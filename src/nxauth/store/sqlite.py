@@ -74,6 +74,44 @@ MIGRATIONS: Final[tuple[str, ...]] = (
     CREATE INDEX throttle_failures_at ON throttle_failures (at);
     CREATE INDEX throttle_locks_last ON throttle_locks (last_lockout);
     """,
+    # 2 -> 3: a cluster's nodes, users' grants to them, per-node passwords,
+    # second-factor replay state, the audit table
+    """
+    CREATE TABLE nodes (
+        name TEXT PRIMARY KEY,
+        address TEXT NOT NULL,
+        host_key TEXT NOT NULL,
+        added REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE grants (
+        username TEXT NOT NULL,
+        node TEXT NOT NULL REFERENCES nodes (name) ON DELETE CASCADE,
+        granted REAL NOT NULL,
+        PRIMARY KEY (username, node)
+    ) WITHOUT ROWID;
+    CREATE TABLE node_passwords (
+        node TEXT NOT NULL,
+        username TEXT NOT NULL,
+        password_hash TEXT NOT NULL,
+        changed REAL NOT NULL,
+        PRIMARY KEY (node, username)
+    ) WITHOUT ROWID;
+    CREATE TABLE replay (
+        namespace TEXT NOT NULL,
+        key TEXT NOT NULL,
+        counter INTEGER NOT NULL,
+        expires REAL NOT NULL,
+        PRIMARY KEY (namespace, key)
+    ) WITHOUT ROWID;
+    CREATE INDEX replay_expires ON replay (expires);
+    CREATE TABLE audit_events (
+        id INTEGER PRIMARY KEY,
+        at REAL NOT NULL,
+        host TEXT NOT NULL,
+        event TEXT NOT NULL
+    );
+    CREATE INDEX audit_events_at ON audit_events (at);
+    """,
 )
 SCHEMA_VERSION: Final = len(MIGRATIONS)
 #: ``PRAGMA application_id`` of an nxauth store: b"nxau".  A file with another
@@ -82,6 +120,8 @@ APPLICATION_ID: Final = int.from_bytes(b"nxau", "big")
 #: The tables every nxauth store has had since schema 1 (how a store made
 #: before ``application_id`` was set is told from a foreign database).
 STORE_TABLES: Final = frozenset({"throttle_failures", "throttle_locks", "users", "transport_keys"})
+#: Every table of the current schema (both stores).
+TABLES: Final = STORE_TABLES | {"nodes", "grants", "node_passwords", "replay", "audit_events"}
 _CLOEXEC: Final = getattr(os, "O_CLOEXEC", 0)
 _NOFOLLOW: Final = getattr(os, "O_NOFOLLOW", 0)
 _NOCTTY: Final = getattr(os, "O_NOCTTY", 0)

@@ -76,6 +76,7 @@ _KIND_OF_OPTIONAL = {
     "frozenset[str] | None": "array",
     "str | None": "string",
     "SecretRef | Secret | None": "secret",
+    "bool | None": "boolean",
 }
 
 

@@ -190,7 +190,7 @@ def test_an_old_version_store_is_migrated(tmp_path: Path) -> None:
     conn.execute("PRAGMA user_version = 1")
     conn.close()
     store = SqliteStore(path)
-    assert store.schema_version() == 2 == len(MIGRATIONS)
+    assert store.schema_version() == len(MIGRATIONS)
     columns = {row[1] for row in store.execute("PRAGMA table_info(throttle_failures)")}
     assert columns == {"key", "at", "token"}
     indexes = {row[0] for row in store.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
@@ -202,4 +202,4 @@ def test_an_old_version_store_is_migrated(tmp_path: Path) -> None:
     assert isinstance(lock, Lockout) and lock.key == "user:alice"
     assert isinstance(throttle.reserve("bob", Peer("198.51.100.1", 1)), Reservation)
     store.close()
-    assert SqliteStore(path).schema_version() == 2  # opened again: nothing left to migrate
+    assert SqliteStore(path).schema_version() == len(MIGRATIONS)  # opened again: nothing left to migrate

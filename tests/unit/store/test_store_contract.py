@@ -251,3 +251,79 @@ def test_placeholders_outside_literals_become_pyformat(parts: list[str]) -> None
         else:
             expected.append(char)
     assert converted == "".join(expected)
+
+
+# ------------------------------------------------------------ replay state
+
+
+def test_a_counter_is_claimed_once_and_only_upwards(any_store: Store) -> None:
+    now = [1000.0]
+    guard = nxauth.ReplayGuard(any_store, "totp", clock=lambda: now[0])
+    other = nxauth.ReplayGuard(any_store, "hotp", clock=lambda: now[0])
+    assert guard.claim("alice", 57, ttl=90) is True
+    assert guard.claim("alice", 57, ttl=90) is False  # the same code again: a replay
+    assert guard.claim("alice", 56, ttl=90) is False  # an older one
+    assert other.claim("alice", 57, ttl=90) is True  # another namespace, its own state
+    assert guard.claim("bob", 57, ttl=90) is True  # another key
+    assert guard.claim("alice", 58, ttl=90) is True
+    assert guard.last("alice") == 58
+    now[0] += 91  # past its ttl: forgotten
+    assert guard.last("alice") is None
+    guard.forget("bob")
+    assert guard.last("bob") is None
+    with pytest.raises(nxauth.UsageError):
+        guard.claim("alice", -1, ttl=90)
+    with pytest.raises(nxauth.UsageError):
+        guard.claim("alice", True, ttl=90)
+
+
+def test_racing_claims_of_one_code_accept_it_once(any_store: Store, store_section: dict[str, Any]) -> None:
+    """Eight threads, each with its own guard (on PostgreSQL: hosts of a
+    cluster), present the same code at once: one wins."""
+    guards = [nxauth.ReplayGuard(any_store, "totp") for _ in range(8)]
+    barrier = threading.Barrier(len(guards))
+    results: list[bool] = []
+    lock = threading.Lock()
+
+    def race(guard: nxauth.ReplayGuard) -> None:
+        barrier.wait()
+        won = guard.claim("alice", 12345, ttl=90)
+        with lock:
+            results.append(won)
+
+    threads = [threading.Thread(target=race, args=(g,)) for g in guards]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert sorted(results) == [False] * 7 + [True]
+
+
+# ------------------------------------------------------------ the audit table
+
+
+def test_login_events_reach_the_store_audit_table(make_auth: Any, granted: Any, store_kind: str) -> None:
+    """``audit.table``: each event is a row with the host's name and the
+    event's JSON record (no secret: the password is not in any row)."""
+    import json
+    import time
+
+    auth = make_auth({"audit": {"table": True}})
+    session = granted(auth)
+    assert session.login("alice", "wonderland").username == "alice"
+    with pytest.raises(nxauth.AuthenticationFailed):
+        granted(auth).login("bob", "not-the-builder")
+    store = auth.store
+    deadline = time.monotonic() + 10
+    rows: list[Any] = []
+    while time.monotonic() < deadline:  # the sink runs in its own thread
+        rows = store.execute("SELECT host, event FROM audit_events ORDER BY id")
+        if len(rows) >= 4:
+            break
+        time.sleep(0.02)
+    records = [json.loads(event) for _, event in rows]
+    assert [(r["stage"], r["outcome"], r["user"]) for r in records] == [
+        (1, "accepted", "nx"), (2, "accepted", "alice"), (1, "accepted", "nx"), (2, "failed", "bob"),
+    ]  # fmt: skip
+    assert all(host for host, _ in rows)
+    assert not any("wonderland" in event or "not-the-builder" in event for _, event in rows)
