@@ -207,7 +207,7 @@ def test_missing_python_pam_names_the_extra(monkeypatch: pytest.MonkeyPatch, pam
     monkeypatch.setitem(sys.modules, "pam", None)
     monkeypatch.setattr(_libpam, "_abi", None)
     monkeypatch.setattr(_libpam, "_libraries", {})
-    with pytest.raises(PluginError, match=r"nxauth\[pam\]"):
+    with pytest.raises(PluginError, match=r"nx-twostage-auth\[pam\]"):
         PamBackend(library=pam_wrapper.library)
 
 

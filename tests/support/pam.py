@@ -86,7 +86,7 @@ def missing_pam_wrapper() -> str | None:
     try:
         import pam  # noqa: F401
     except ImportError:
-        return "python-pam not installed (pip install 'nxauth[pam]')"
+        return "python-pam not installed (pip install 'nx-twostage-auth[pam]')"
     return None
 
 

@@ -188,7 +188,7 @@ def run_demo(out: TextIO, *, state_dir: Path | None = None, client: str = "auto"
     try:
         from nxauth.integrations import asyncssh as _embedded  # noqa: F401 - is the ssh extra there?
     except ImportError as exc:
-        out.write(f"nxauth demo needs the embedded SSH server: pip install 'nxauth[ssh]' ({exc})\n")
+        out.write(f"nxauth demo needs the embedded SSH server: pip install 'nx-twostage-auth[ssh]' ({exc})\n")
         return False
     ssh = shutil.which("ssh") if client in ("auto", "ssh") else None
     if client == "ssh" and ssh is None:

@@ -49,7 +49,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from nxauth.integrations import asyncssh as embedded
     except ImportError as exc:
-        raise CommandError(f"nxauth serve needs asyncssh: pip install 'nxauth[ssh]' ({exc})", EXIT_ERROR) from None
+        raise CommandError(
+            f"nxauth serve needs asyncssh: pip install 'nx-twostage-auth[ssh]' ({exc})", EXIT_ERROR
+        ) from None
     with load_authenticator(args) as auth:
         host_key = embedded.ensure_host_key(auth.config.host_key_path)
         listen = tuple(args.listen) if args.listen else auth.config.server.listen

@@ -166,7 +166,7 @@ def build_ldap_backend(context: BackendContext) -> LdapBackend:
     try:
         import ldap3  # noqa: F401
     except ImportError:
-        raise PluginError("the ldap backend needs ldap3: pip install 'nxauth[ldap]'", plugin=PLUGIN) from None
+        raise PluginError("the ldap backend needs ldap3: pip install 'nx-twostage-auth[ldap]'", plugin=PLUGIN) from None
     from nxauth.backends.ldap.backend import build_ldap_backend as build
 
     return build(context)

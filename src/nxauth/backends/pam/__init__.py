@@ -232,7 +232,7 @@ class PamBackend:
             self._lib: LibPam = _libpam.load_libpam(library)
         except _libpam.PythonPamMissing as exc:
             raise PluginError(
-                f"the pam backend needs python-pam >= 2.1 ({exc}): pip install 'nxauth[pam]'",
+                f"the pam backend needs python-pam >= 2.1 ({exc}): pip install 'nx-twostage-auth[pam]'",
                 plugin="nxauth.backends.pam",
             ) from None
         except AttributeError as exc:  # a library without the pam_* functions

@@ -2,7 +2,7 @@
 libpam, built on python-pam's ctypes definitions of the PAM ABI.
 
 Why not ``pam.authenticate()``?  python-pam (>= 2.1) is the dependency (the
-``nxauth[pam]`` extra) and its module-level call is thread-safe, but it cannot
+``pam`` extra) and its module-level call is thread-safe, but it cannot
 make nxauth a correct PAM application:
 
 - it sets no ``PAM_RHOST`` and takes ``PAM_TTY`` from ``$DISPLAY`` or the
