@@ -11,6 +11,11 @@ not listed         deny NOT_LISTED
 listed, disabled   deny DISABLED
 listed, enabled    allow
 =================  =====================
+
+On a node of a cluster (``[store] node`` names a node of the registry,
+``nxauth node add``), a listed, enabled user passes only if granted that
+node (``nxauth grant``): deny RESTRICTED otherwise.  A host whose name is
+not a registered node (the server host) checks no grant.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 from typing import final
 
 from nxauth.backends.userdb import UserDatabase, user_database
+from nxauth.core.cluster import NodeRegistry
 from nxauth.model import Identity, Reason, Verdict
 from nxauth.plugins.hookspecs import hookimpl
 from nxauth.plugins.registry import BackendContext, BackendRegistry
@@ -39,7 +45,7 @@ class UsersBackend:
         return f"UsersBackend(name={self.name!r})"
 
     #: the detail words of its verdicts (see :mod:`nxauth.details`)
-    audit_details = frozenset({"not-in-user-database", "disabled-in-user-database"})
+    audit_details = frozenset({"not-in-user-database", "disabled-in-user-database", "node-not-granted"})
 
     def check_account(self, identity: Identity) -> Verdict:
         """Allow a listed, enabled user; deny anyone else."""
@@ -48,6 +54,11 @@ class UsersBackend:
             return Verdict.deny(Reason.NOT_LISTED, "not-in-user-database")
         if not record.enabled:
             return Verdict.deny(Reason.DISABLED, "disabled-in-user-database")
+        node = self.users.node
+        if node is not None:
+            registered, granted = NodeRegistry(self.users.store).access(record.username, node)
+            if registered and not granted:
+                return Verdict.deny(Reason.RESTRICTED, "node-not-granted")
         return Verdict.allow(username=record.username)  # the stored row's name, checked by the core
 
 

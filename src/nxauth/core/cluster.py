@@ -171,6 +171,16 @@ class NodeRegistry:
         rows = self.store.execute("SELECT node FROM grants WHERE username = ? ORDER BY node", (username,))
         return [str(row[0]) for row in rows]
 
+    def access(self, username: str, node: str) -> tuple[bool, bool]:
+        """(``node`` is a registered node, ``username`` is granted it), in one read."""
+        rows = self.store.execute(
+            "SELECT (SELECT count(*) FROM nodes WHERE name = ?), "
+            "(SELECT count(*) FROM grants WHERE username = ? AND node = ?)",
+            (node, username, node),
+        )
+        registered, granted = rows[0]
+        return bool(registered), bool(granted)
+
     def is_granted(self, username: str, node: str) -> bool:
         rows = self.store.execute(
             "SELECT 1 FROM grants WHERE username = ? AND node = ?", (username, check_node_name(node))

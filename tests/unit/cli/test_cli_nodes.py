@@ -150,6 +150,7 @@ def test_a_node_password_is_that_nodes_and_the_default_stays_elsewhere(
 ) -> None:
     assert cli("node", "add", "node2", "--address", "node2:22", "--host-key", HOST_KEY)[0] == 0
     assert cli("useradd", "alice", "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
+    assert cli("grant", "alice", "node2")[0] == 0
     code, _, err = cli("passwd", "alice", "--node", "nodeX", "--password-stdin", stdin=NODE2_PASSWORD + "\n")
     assert code == 2 and "no node 'nodeX'" in err
     code, out, _ = cli("passwd", "alice", "--node", "node2", "--password-stdin", stdin=NODE2_PASSWORD + "\n")
@@ -181,6 +182,42 @@ def test_a_node_password_is_that_nodes_and_the_default_stays_elsewhere(
     ]  # fmt: skip
     text = (tmp_path / "audit.jsonl").read_text()
     assert PASSWORD not in text and NODE2_PASSWORD not in text
+
+
+def test_a_node_lets_in_only_the_users_granted_it(cli: Callable[..., Any], write_config: Callable[..., Path]) -> None:
+    """The users allowlist of a registered node checks the grant, at every
+    login (a revoke holds at the next one); an unregistered host (the server
+    host) checks none."""
+    assert cli("node", "add", "node1", "--address", "node1:22", "--host-key", HOST_KEY)[0] == 0
+    assert cli("useradd", "alice", "--password-stdin", stdin=PASSWORD + "\n")[0] == 0
+    key = TransportKey()
+    hosts = {
+        name: nxauth.Authenticator(
+            load_config(write_config(f"{name}.toml", node=name)),
+            backends={"keys": ListKeySource(key.line)},
+            entry_points=False,
+        )
+        for name in ("node1", "server")
+    }
+
+    def login(host: str) -> str:
+        session = hosts[host].open_session(peer=("192.0.2.1", 1))
+        session.check_transport_key("nx", key.line)
+        try:
+            return session.login("alice", PASSWORD).username
+        except nxauth.AuthenticationFailed as exc:
+            return exc.reason.value
+
+    try:
+        assert login("node1") == "restricted"
+        assert login("server") == "alice"
+        assert cli("grant", "alice", "node1")[0] == 0
+        assert login("node1") == "alice"
+        assert cli("revoke", "alice", "node1")[0] == 0
+        assert login("node1") == "restricted"
+    finally:
+        for auth in hosts.values():
+            auth.close()
 
 
 def test_admin_events_name_the_acting_account_and_reach_the_table(
