@@ -62,7 +62,9 @@ def admin_event(config: Config, store: Store | None, action: str, *, username: s
         finally:
             close = getattr(sink, "close", None)
             if close is not None:
-                close()
+                close()  # the table's writer: waits until the row is written
+        if getattr(sink, "failed", 0):
+            failed.append(f"{type(sink).__name__}: StoreError")
     if failed:
         raise AuditFailed("; ".join(failed))
     return event

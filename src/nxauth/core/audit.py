@@ -250,32 +250,101 @@ class JsonLinesSink:
 
 @final
 class StoreSink:
-    """Inserts each event, as its JSON record, into the store's
-    ``audit_events`` table with the host's name: on PostgreSQL, one audit
-    trail for the whole cluster.  Not an inline sink: it runs in its own
-    thread, bounded by ``audit.sink_timeout`` like a third party's, so a
-    slow database never holds a login."""
+    """Adds each event, as its JSON record, to the store's ``audit_events``
+    table with the host's name: on PostgreSQL, one audit trail for the whole
+    cluster.  The hook only queues the row (bounded, in the caller's thread);
+    a writer thread inserts what is queued, many rows per transaction, so
+    the database costs a login no round trip.  A full queue (the database
+    is down or slower than the logins) fails the event for this sink: it is
+    logged, and with ``audit.required`` the login is denied."""
+
+    __nxauth_inline_sink__ = True
+
+    #: Rows waiting at most; beyond, events fail for this sink.
+    QUEUE_ROWS = 10_000
+    #: Rows per insert transaction at most.
+    BATCH_ROWS = 500
 
     def __init__(self, store: Callable[[], Store], host: str | None = None) -> None:
+        import queue
         import socket
 
         self._store = store
         self.host = host or socket.gethostname()
+        self._queue: queue.Queue[tuple[float, str] | None] = queue.Queue(maxsize=self.QUEUE_ROWS)
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        #: events the writer could not insert (each also logged)
+        self.failed = 0
 
-    def _insert(self, when: float, record: dict[str, Any]) -> None:
+    def _put(self, when: float, record: dict[str, Any]) -> None:
         import json
 
-        text = json.dumps(record, ensure_ascii=True, separators=(",", ":"))
-        with self._store().transaction(keys=("audit",)) as tx:
-            tx.execute("INSERT INTO audit_events (at, host, event) VALUES (?, ?, ?)", (when, self.host, text))
+        with self._lock:
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._write, name="nxauth-audit-table", daemon=True)
+                self._thread.start()
+        self._queue.put_nowait((when, json.dumps(record, ensure_ascii=True, separators=(",", ":"))))  # Full: fails
+
+    def _write(self) -> None:
+        import queue
+
+        while True:
+            item = self._queue.get()
+            rows: list[tuple[float, str]] = []
+            stop = item is None
+            if item is not None:
+                rows.append(item)
+            while not stop and len(rows) < self.BATCH_ROWS:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is None:
+                    stop = True
+                else:
+                    rows.append(item)
+            if rows:
+                self._insert(rows)
+            for _ in range(len(rows) + (1 if stop else 0)):
+                self._queue.task_done()
+            if stop:
+                return
+
+    def _insert(self, rows: list[tuple[float, str]]) -> None:
+        from nxauth.errors import StoreError
+
+        values = ",".join(["(?, ?, ?)"] * len(rows))
+        flat = [value for when, text in rows for value in (when, self.host, text)]
+        try:
+            with self._store().transaction(keys=("audit",)) as tx:
+                tx.execute(f"INSERT INTO audit_events (at, host, event) VALUES {values}", flat)  # noqa: S608
+        except StoreError as exc:
+            self.failed += len(rows)
+            logging.getLogger("nxauth").error("audit table: %d events not written: %s", len(rows), exc)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Write what is queued (waiting at most ``timeout`` seconds), then stop the writer."""
+        with self._lock:
+            thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._queue.put(None, timeout=max(0.0, deadline - time.monotonic()))
+                break
+            except Exception:  # noqa: BLE001 - queue.Full: the writer is stuck; it is a daemon
+                return
+        thread.join(max(0.0, deadline - time.monotonic()))
 
     @hookimpl
     def nxauth_auth_event(self, event: AuthEvent) -> None:
-        self._insert(event.time, event_record(event))
+        self._put(event.time, event_record(event))
 
     @hookimpl
     def nxauth_admin_event(self, event: AdminEvent) -> None:
-        self._insert(event.time, admin_record(event))
+        self._put(event.time, admin_record(event))
 
 
 def sinks_from_config(audit: AuditConfig) -> list[tuple[object, str]]:

@@ -116,7 +116,9 @@ class Authenticator:
                 self._closables.append(sink)
         if self._config.audit_table:
             runtime = self._runtime
-            self._pm.register(StoreSink(lambda: runtime.store), name="nxauth.audit.table")
+            table = StoreSink(lambda: runtime.store)
+            self._pm.register(table, name="nxauth.audit.table")
+            self._closables.append(table)  # written out on close, before the runtime closes the store
 
     def _missing_kind(self, kind: str) -> str:
         hints = [str(e) for e in self._plugin_errors]
