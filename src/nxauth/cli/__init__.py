@@ -45,6 +45,7 @@ COMMAND_MODULES: Final[tuple[str, ...]] = (
     "nxauth.cli.demo",
     "nxauth.cli.users",
     "nxauth.cli.nodes",
+    "nxauth.cli.log",
     "nxauth.cli.pam",
     "nxauth.cli.openssh",
     "nxauth.cli.serve",
