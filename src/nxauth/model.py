@@ -306,13 +306,15 @@ class AdminEvent:
     a secret: a password change says whose and where, not what.
 
     ``actor`` is the account that ran the command (``SUDO_USER`` under sudo,
-    else the real user), ``username`` the user changed and ``node`` the node
-    concerned, each empty when the action has none."""
+    else the real user), ``username`` the user changed, ``node`` the node
+    concerned and ``target`` what else the action was about (a key's
+    fingerprint, an unlocked address), each empty when the action has none."""
 
     action: AdminAction
     actor: str
     username: str = ""
     node: str = ""
+    target: str = ""
     time: float = field(default_factory=time.time)
 
     __module__ = "nxauth"

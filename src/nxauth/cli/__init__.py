@@ -67,6 +67,18 @@ def load_authenticator(args: argparse.Namespace, **kwargs: Any) -> Authenticator
     return Authenticator.from_file(args.config, **kwargs)
 
 
+def audited(config: Any, store: Any, action: str, **fields: str) -> None:
+    """The change is committed: record it with the acting account
+    (:func:`nxauth.core.admin.admin_event`).  A sink's failure becomes the
+    command's error: the change stands, the message says it was not recorded."""
+    from nxauth.core.admin import AuditFailed, admin_event
+
+    try:
+        admin_event(config, store, action, **fields)
+    except AuditFailed as exc:
+        raise CommandError(f"done, but the audit trail did not record it ({exc})") from None
+
+
 def print_json(data: Any) -> None:
     import json
 

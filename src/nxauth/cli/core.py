@@ -7,7 +7,7 @@ import datetime
 import sys
 from typing import Any
 
-from nxauth.cli import EXIT_FAIL, EXIT_OK, CommandError, load_authenticator, print_json
+from nxauth.cli import EXIT_FAIL, EXIT_OK, CommandError, audited, load_authenticator, print_json
 from nxauth.core.authenticator import runtime_of
 
 
@@ -75,5 +75,6 @@ def cmd_unlock(args: argparse.Namespace) -> int:
         if not args.target:
             raise CommandError("unlock needs a username or an address (or --list)", 2)
         removed = auth.unlock(args.target)
+        audited(auth.config, auth.store, "unlock", target=args.target)
     print(f"unlocked {args.target} ({removed} record{'s' if removed != 1 else ''} removed)")
     return EXIT_OK

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nxauth.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, load_authenticator, print_json
+from nxauth.cli import EXIT_ERROR, EXIT_FAIL, EXIT_OK, EXIT_USAGE, CommandError, audited, load_authenticator, print_json
 from nxauth.core.authenticator import runtime_of
 from nxauth.files import PRIVATE_MODE, PUBLIC_MODE, read_small_text, write_file
 
@@ -149,6 +149,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         expired = 0
         if grace is not None:
             expired = keystore.expire_all(transport.account, runtime_of(auth).clock() + grace, keep=[stored.id])
+        audited(auth.config, auth.store, "key-add", target=public.fingerprint)
     result = {
         "private_key": str(out),
         "public_key": str(pub_path),
@@ -229,12 +230,14 @@ def cmd_keys(args: argparse.Namespace) -> int:
             _refuse_other_options(keystore, owner, entries)
             for entry in entries:
                 stored = keystore.add(owner, entry, expires=expires)
+                audited(auth.config, auth.store, "key-add", target=entry.key.fingerprint)
                 print(f"added {stored.id}: {entry.key.describe()}")
             return EXIT_OK
         if args.action == "remove":
             removed = keystore.remove(args.selector)
             if not removed:
                 raise CommandError(f"no key matches {args.selector!r}", EXIT_FAIL)
+            audited(auth.config, auth.store, "key-remove", target=args.selector)
             print(f"removed {removed} key(s)")
             return EXIT_OK
         for stored in keystore.entries(account):

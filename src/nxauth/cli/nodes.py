@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, print_json
+from nxauth.cli import EXIT_OK, EXIT_USAGE, CommandError, audited, print_json
 from nxauth.config import Config, default_config_path, load_config
 from nxauth.files import read_small_text
 
@@ -81,15 +81,6 @@ def _cluster_error(exc: Exception) -> CommandError:
     return CommandError(f"{exc}; nothing changed", EXIT_USAGE)
 
 
-def _audited(config: Config, store: Any, action: str, **fields: str) -> None:
-    from nxauth.core.admin import AuditFailed, admin_event
-
-    try:
-        admin_event(config, store, action, **fields)
-    except AuditFailed as exc:
-        raise CommandError(f"done, but the audit trail did not record it ({exc})") from None
-
-
 def cmd_node_add(args: argparse.Namespace) -> int:
     """Register a node: its name, the address of its nxauth, and its SSH host
     key, pinned (the server host connects to it with that key only)."""
@@ -101,7 +92,7 @@ def cmd_node_add(args: argparse.Namespace) -> int:
             node = registry.add(args.name, args.address, key)
         except ClusterError as exc:
             raise _cluster_error(exc) from None
-        _audited(config, store, "node-add", node=node.name)
+        audited(config, store, "node-add", node=node.name)
     print(f"added node {node.name} at {node.address}")
     return EXIT_OK
 
@@ -131,7 +122,7 @@ def cmd_node_remove(args: argparse.Namespace) -> int:
             registry.remove(args.name)
         except ClusterError as exc:
             raise _cluster_error(exc) from None
-        _audited(config, store, "node-remove", node=args.name)
+        audited(config, store, "node-remove", node=args.name)
     print(f"removed node {args.name}")
     return EXIT_OK
 
@@ -154,7 +145,7 @@ def _grants(args: argparse.Namespace, granting: bool) -> int:
         except ClusterError as exc:
             raise _cluster_error(exc) from None
         for node in changed:
-            _audited(config, store, "grant" if granting else "revoke", username=name, node=node)
+            audited(config, store, "grant" if granting else "revoke", username=name, node=node)
         now = registry.granted(name)
     verb = "granted" if granting else "revoked"
     print(f"{verb} {', '.join(changed) or 'nothing new'}; {name} may reach: {', '.join(now) or 'no node'}")

@@ -46,10 +46,12 @@ def acting_account() -> str:
         return f"uid {os.getuid()}"
 
 
-def admin_event(config: Config, store: Store | None, action: str, *, username: str = "", node: str = "") -> AdminEvent:
+def admin_event(
+    config: Config, store: Store | None, action: str, *, username: str = "", node: str = "", target: str = ""
+) -> AdminEvent:
     """Record ``action`` by the acting account in every built-in sink the
     configuration asks for; :class:`AuditFailed` if one of them failed."""
-    event = AdminEvent(AdminAction(action), acting_account(), username=username, node=node)
+    event = AdminEvent(AdminAction(action), acting_account(), username=username, node=node, target=target)
     sinks: list[object] = [sink for sink, _name in sinks_from_config(config.audit)]
     if config.audit_table and store is not None:
         sinks.append(StoreSink(lambda: store))

@@ -95,6 +95,7 @@ def admin_record(event: AdminEvent) -> dict[str, Any]:
         "actor": event.actor[:100],
         "user": event.username[:100],
         "node": event.node,
+        "target": event.target[:200],
     }
 
 

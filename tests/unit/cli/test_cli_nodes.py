@@ -42,7 +42,7 @@ def toml_store(section: dict[str, Any]) -> str:
 
 @pytest.fixture
 def write_config(tmp_path: Path, store_section: dict[str, Any]) -> Callable[..., Path]:
-    def write(name: str = "nxauth.toml", node: str | None = None, table: bool = True) -> Path:
+    def write(name: str = "nxauth.toml", node: str | None = None, table: bool = True, keys: str = "keys") -> Path:
         path = tmp_path / name
         section = dict(store_section)
         if node is not None:
@@ -51,7 +51,7 @@ def write_config(tmp_path: Path, store_section: dict[str, Any]) -> Callable[...,
             f'state_dir = "{tmp_path / "state"}"\n'
             "[backends.passwords]\ntime_cost = 1\nmemory_cost = 8192\n"
             f'[audit]\njsonl = "{tmp_path / "audit.jsonl"}"\ntable = {str(table).lower()}\n'
-            '[transport]\nkey_sources = ["keys"]\n' + toml_store(section)
+            f'[transport]\nkey_sources = ["{keys}"]\n' + toml_store(section)
         )
         return path
 
@@ -244,3 +244,24 @@ def test_admin_events_name_the_acting_account_and_reach_the_table(
     finally:
         store.close()
     assert [json.loads(r[0])["action"] for r in rows] == ["user-add", "user-disable"]
+
+
+def test_keys_unlock_and_import_are_audited(
+    cli: Callable[..., Any], write_config: Callable[..., Path], tmp_path: Path
+) -> None:
+    config = write_config("keystore.toml", keys="keystore")  # commands that build an authenticator
+    key = TransportKey()
+    pub = tmp_path / "client.pub"
+    pub.write_text(key.line + "\n")
+    assert cli("keys", "add", str(pub), path=config)[0] == 0
+    fingerprint = json.loads(cli("keys", "list", "--json", path=config)[1])[0]["fingerprint"]
+    assert cli("keys", "remove", fingerprint, path=config)[0] == 0
+    assert cli("unlock", "198.51.100.7", path=config)[0] == 0
+    hashes = tmp_path / "users.txt"
+    hashes.write_text("erin\nfrank\n")
+    assert cli("import", str(hashes), path=config)[0] == 0
+    events = [(r["action"], r["target"]) for r in admin_lines(tmp_path)]
+    assert events == [
+        ("key-add", fingerprint), ("key-remove", fingerprint), ("unlock", "198.51.100.7"),
+        ("import", "2 added, 0 updated"),
+    ]  # fmt: skip
