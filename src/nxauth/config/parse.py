@@ -225,9 +225,11 @@ def _store(st: Options, base_dir: Path | None) -> StoreConfig:
     except ValueError:
         raise st.error("url", "is not a valid URL") from None
     query = {name.lower() for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)}
-    if inline or query & {"password", "passfile"}:
+    if inline or any("password" in name or name in ("passfile", "sslkeylogfile") for name in query):
         # the message does not repeat the URL: it holds a password
-        raise st.error("url", "must not hold the password: give it as password = {file = ...} or {env = ...}")
+        raise st.error(
+            "url", "must not hold a password or passphrase: give the password as password = {file = ...} or {env = ...}"
+        )
     return StoreConfig(
         url=url, password=password, schema=schema, pool_size=pool_size, connect_timeout=connect_timeout, node=node
     )

@@ -136,8 +136,25 @@ def _strict_syslog_handler(address: str, sink: SyslogSink) -> logging.Handler:
             raise  # noqa: PLE0704 - called from inside emit's except block
 
         def _connect_unixsocket(self, address: Any) -> None:
-            super()._connect_unixsocket(address)  # type: ignore[misc]
-            self.socket.settimeout(sink.send_timeout())  # type: ignore[attr-defined]
+            # as the standard library's, but the sink's timeout applies to the
+            # connect too: a stream socket whose listener accepts nothing
+            # (its backlog full) would otherwise block the login for good
+            import socket
+
+            kinds = [self.socktype] if self.socktype is not None else [socket.SOCK_DGRAM, socket.SOCK_STREAM]
+            for index, kind in enumerate(kinds):
+                sock = socket.socket(socket.AF_UNIX, kind)
+                sock.settimeout(sink.send_timeout())
+                try:
+                    sock.connect(address)
+                except OSError:
+                    sock.close()
+                    if index == len(kinds) - 1:
+                        raise
+                    continue
+                self.socket = sock
+                self.socktype = kind
+                return
 
         def emit(self, record: logging.LogRecord) -> None:
             sock = getattr(self, "socket", None)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 from nxauth.codes import Method, Outcome
 from nxauth.core.cancel import Cancel, async_relay, run_cancellable
 from nxauth.core.stage1 import Caller
-from nxauth.core.stage2 import INVALID_USER_REASONS, NOT_COUNTED, Denied, decide
+from nxauth.core.stage2 import INVALID_USER_REASONS, Denied, decide
 from nxauth.core.throttle import Lockout, Settle
 from nxauth.details import UNDECLARED, is_detail_word
 from nxauth.errors import AuthenticationFailed, KeyFormatError, NotAuthenticated, StoreError, UsageError
@@ -469,7 +469,7 @@ class Session:
                 raise Denied(Reason.CANCELLED, backend=identity.backend)
         except Denied as denied:
             reason = denied.reason
-            if not auth.throttle.try_settle(reservation, Settle.RELEASE if reason in NOT_COUNTED else Settle.FAILURE):
+            if not auth.throttle.try_settle(reservation, Settle.FAILURE if denied.counted else Settle.RELEASE):
                 reason = Reason.THROTTLE_UNAVAILABLE  # not counted: fail closed, audited
             self._fail(
                 2,

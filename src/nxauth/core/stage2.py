@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from nxauth.codes import Outcome
 from nxauth.core.stack import Step, StepOutcome, evaluate, merge_allowed
-from nxauth.model import Attempt, Identity, Peer, Reason, Secret, TransportGrant
+from nxauth.model import Attempt, Decision, Identity, Peer, Reason, Secret, TransportGrant
 
 if TYPE_CHECKING:
     from nxauth.core.runtime import Runtime
@@ -46,12 +46,26 @@ class Denied(Exception):
     """Internal: a stage-2 denial on its way to the public edge."""
 
     def __init__(
-        self, reason: Reason, *, outcome: Outcome = Outcome.FAILED, backend: str | None = None, detail: str = ""
+        self,
+        reason: Reason,
+        *,
+        outcome: Outcome = Outcome.FAILED,
+        backend: str | None = None,
+        detail: str = "",
+        judged: bool = False,
     ):
         self.reason = reason
         self.outcome = outcome
         self.backend = backend
         self.detail = detail
+        #: a backend judged the password (allowed it, or denied it for a
+        #: reason that is counted), whatever the stack's final reason: the
+        #: throttle counts the attempt even if that reason is not counted
+        self.judged = judged
+
+    @property
+    def counted(self) -> bool:
+        return self.judged or self.reason not in NOT_COUNTED
 
 
 def decide(
@@ -90,7 +104,12 @@ def decide(
         [Step(n, c, partial(m, attempt), t, details.get(n, _NONE)) for n, c, m, t in auth.plan.auth], timeouts
     )
     if not result.allowed:
-        raise Denied(result.verdict.reason, backend=result.decided_by, detail=_messages(attempt, result.verdict.detail))
+        raise Denied(
+            result.verdict.reason,
+            backend=result.decided_by,
+            detail=_messages(attempt, result.verdict.detail),
+            judged=_judged(result.trail),
+        )
     _check_reported_names(auth, username, result.allowed_by)
     backend = result.allowed_by[0].name
     groups, attributes = merge_allowed(result.allowed_by)
@@ -109,6 +128,18 @@ def decide(
             attributes=MappingProxyType({**more_attributes, **attributes}),
         )
     return identity, _messages(attempt)
+
+
+def _judged(trail: Sequence[StepOutcome]) -> bool:
+    """Some backend of the stack judged the password: an allow, or a deny
+    whose reason counts.  (A ``required`` entry that failed uncounted — no
+    conversation, a timeout — still lets the later ones run: their guesses
+    must be counted, or the password could be tried without limit.)"""
+    return any(
+        step.verdict.decision is Decision.ALLOW
+        or (step.verdict.decision is Decision.DENY and step.verdict.reason not in NOT_COUNTED)
+        for step in trail
+    )
 
 
 def _check_reported_names(auth: Runtime, username: str, allowed_by: Sequence[StepOutcome]) -> None:

@@ -130,7 +130,7 @@ WRITE_LOCK: Final = int.from_bytes(b"nxau", "big")
 POOL_SIZE: Final = 4
 CONNECT_TIMEOUT: Final = 5.0
 #: Keys of a connection string that are never taken from it.
-_REFUSED_KEYS: Final = frozenset({"password", "passfile"})
+_REFUSED_KEYS: Final = frozenset({"password", "passfile", "sslpassword", "sslkeylogfile"})
 #: The first key of the two-key advisory locks of :meth:`PostgresStore.transaction`
 #: ``keys`` (a space apart from the one-key ``WRITE_LOCK``).
 KEY_LOCK_CLASS: Final = int.from_bytes(b"nxk", "big")
@@ -302,9 +302,9 @@ class PostgresStore:
             params = psycopg.conninfo.conninfo_to_dict(url)
         except psycopg.ProgrammingError:
             raise StoreError("[store] url is not a PostgreSQL connection string") from None
-        refused = sorted(_REFUSED_KEYS & set(params))
+        refused = sorted(k for k in params if k in _REFUSED_KEYS or "password" in k)
         if refused:
-            raise StoreError(f"[store] url must not carry {refused[0]}: give it as [store] password")
+            raise StoreError(f"[store] url must not carry {refused[0]}: a secret does not belong in a URL")
         self.where = "{}@{}:{}/{}".format(
             params.get("user", ""), params.get("host", ""), params.get("port", "5432"), params.get("dbname", "")
         )

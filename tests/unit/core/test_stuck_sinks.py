@@ -12,6 +12,7 @@ give up on it after a generous limit, so they fail there instead of hanging.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
@@ -24,6 +25,7 @@ import pytest
 
 import nxauth
 from nxauth.testing import RecordingSink
+from tests.support.keys import ListKeySource, TransportKey
 
 HANG = 30.0  # seconds: far beyond any bounded delay, only there so a hang fails instead of stalling
 
@@ -182,3 +184,59 @@ def test_a_stuck_observer_denies_when_the_audit_is_required(
         assert _in_thread(lambda: _logins(auth, transport_key.line, 5)) == ["audit-failed"] * 5
     finally:
         stuck.release.set()
+
+
+def test_a_stream_syslog_socket_that_accepts_nothing_never_blocks_a_login(tmp_path: Path) -> None:
+    """syslog-ng's unix-stream socket with a listener that accepts nothing:
+    once a send timed out, the handler connects again, and that connect is
+    bounded by the sink's timeout too (an outside review found it unbounded:
+    every login then hung)."""
+    import socket
+    import threading
+    import time
+
+    path = str(tmp_path / "log.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(0)  # never accepts, never reads
+    key = TransportKey()
+
+    class Deny:
+        def authenticate(self, attempt: object) -> nxauth.Verdict:
+            return nxauth.Verdict.deny(nxauth.Reason.BAD_PASSWORD)
+
+        def check_account(self, identity: object) -> nxauth.Verdict:
+            return nxauth.Verdict.allow()
+
+    auth = nxauth.Authenticator(
+        {
+            "state_dir": str(tmp_path / "state"),
+            "transport": {"key_sources": ["keys"]},
+            "throttle": {"enabled": False},
+            "audit": {"syslog": True, "syslog_address": path, "log": False},
+            "auth": [{"use": "d"}],
+            "account": [{"use": "d"}],
+        },
+        backends={"keys": ListKeySource(key.line), "d": Deny()},
+        entry_points=False,
+    )
+    times: list[float] = []
+
+    def run() -> None:
+        for _ in range(300):
+            session = auth.open_session(peer=("198.51.100.7", 1))
+            started = time.monotonic()
+            session.check_transport_key("nx", key.line)
+            with contextlib.suppress(nxauth.AuthenticationFailed):
+                session.login("alice", "x" * 200)
+            times.append(time.monotonic() - started)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    worker.join(60)
+    try:
+        assert not worker.is_alive(), f"a login hung after {len(times)} logins"
+        assert len(times) == 300
+    finally:
+        auth.close()
+        listener.close()

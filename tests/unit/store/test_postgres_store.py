@@ -175,7 +175,12 @@ def test_the_password_is_in_no_message_repr_or_log_record(
 
 
 def test_a_url_holding_a_password_is_refused_without_repeating_it() -> None:
-    for url in ("postgresql://nx:s3cr3t-pw@db/nxauth", "postgresql://nx@db/nxauth?password=s3cr3t-pw"):
+    for url in (
+        "postgresql://nx:s3cr3t-pw@db/nxauth",
+        "postgresql://nx@db/nxauth?password=s3cr3t-pw",
+        "postgresql://nx@db/nxauth?sslmode=verify-full&sslpassword=s3cr3t-pw",  # the client key's passphrase
+        "postgresql://nx@db/nxauth?PASSWORD=s3cr3t-pw",
+    ):
         with pytest.raises(nxauth.ConfigError) as failed:
             parse_config({"store": {"url": url}}, source="t")
         assert "s3cr3t-pw" not in str(failed.value)
