@@ -143,7 +143,7 @@ def _strict_syslog_handler(address: str, sink: SyslogSink) -> logging.Handler:
 
             kinds = [self.socktype] if self.socktype is not None else [socket.SOCK_DGRAM, socket.SOCK_STREAM]
             for index, kind in enumerate(kinds):
-                sock = socket.socket(socket.AF_UNIX, kind)
+                sock = self.socket = socket.socket(socket.AF_UNIX, kind)  # kept even when closed, as there
                 sock.settimeout(sink.send_timeout())
                 try:
                     sock.connect(address)
@@ -152,7 +152,6 @@ def _strict_syslog_handler(address: str, sink: SyslogSink) -> logging.Handler:
                     if index == len(kinds) - 1:
                         raise
                     continue
-                self.socket = sock
                 self.socktype = kind
                 return
 
