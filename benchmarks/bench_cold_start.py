@@ -17,8 +17,8 @@ time, and the median of the per-round ratios:
   configuration, ``sqlite3`` for the keystore, ``hashlib`` for the
   fingerprint the audit event carries, ``logging`` for syslog);
 * with ``--base PATH`` (a checkout of older nxauth, e.g. the tree before the
-  refactor): the same command run from ``PATH/src`` by the same
-  interpreter, over a keystore that code created.
+  refactor): the same launcher and interpreter with ``PATH/src`` first on
+  ``PYTHONPATH``, over a keystore that code created.
 
     .venv/bin/python benchmarks/bench_cold_start.py [--runs 41] [--base /work/base]
 
@@ -84,7 +84,9 @@ def main() -> int:
 
     python = sys.executable
     script = Path(python).with_name("nxauth")
-    nxauth = [str(script)] if script.exists() else [python, "-m", "nxauth"]
+    # the console script sshd runs (run by the interpreter, so that --base can
+    # run the same launcher over older code on PYTHONPATH); -m without one
+    nxauth = [python, str(script)] if script.exists() else [python, "-m", "nxauth"]
     key = TransportKey("bench@nxauth")
     key_type, key_text = key.line.split()[:2]
     with tempfile.TemporaryDirectory(prefix="nxauth-cold-") as tmp:
@@ -100,7 +102,7 @@ def main() -> int:
         }
         if args.base is not None:
             base_env = environment(str(args.base.resolve() / "src"))
-            base_command = [python, "-m", "nxauth"]
+            base_command = nxauth  # the same launcher: PYTHONPATH puts the older code first
             base_config = deploy(Path(tmp) / "base", key, base_command, base_env)
             cases["before (--base)"] = (
                 [*base_command, "--config", str(base_config), "authorized-keys", "nx", key_type, key_text],
