@@ -58,6 +58,7 @@ ALLOWED: frozenset[str] = frozenset(
         "nxauth.integrations",
         "nxauth.integrations.keyd_client",  # its FALLBACK_ENV; the module imports only built-ins
         "nxauth.integrations.openssh",
+        "nxauth.integrations.syslog",  # where /dev/log exists
         "nxauth.keys",
         "nxauth.keys.authorized_keys",
         "nxauth.keys.formats",
@@ -108,6 +109,10 @@ DENIED: frozenset[str] = frozenset(
         "calendar",
         "locale",
         "json",
+        "logging.handlers",  # with socket, pickle and queue: nxauth.integrations.syslog instead
+        "socket",
+        "pickle",
+        "queue",
         # nxauth: plugin manager, stage 2, the embedded server, other stores
         "nxauth.plugins.manager",
         "nxauth.plugins.roles",
