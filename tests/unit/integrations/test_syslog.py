@@ -97,6 +97,8 @@ def test_a_restarted_daemon_gets_the_next_record(directory: Path) -> None:
     handler = SyslogHandler(str(path), LOG_AUTHPRIV, ident=IDENT)
     send(handler, record(logging.INFO, "one"))
     assert server.recv(100) == b"<86>nxauth[4242]: one\0"
+    assert handler.socket is not None
+    assert not os.get_inheritable(handler.socket.fileno())  # nxauth login execs the session command
     server.close()
     path.unlink()
     server = daemon(path)  # a new socket at the same name: the old connection is dead
