@@ -22,7 +22,6 @@ import contextlib
 import errno
 import fcntl
 import os
-import secrets
 import stat
 from pathlib import Path
 from typing import Final, final
@@ -169,7 +168,9 @@ def write_file(
     """
     target = Path(path)
     make_dirs(target.parent, dir_mode)
-    temporary = target.with_name(f".{target.name}.{secrets.token_hex(6)}.tmp")
+    temporary = target.with_name(
+        f".{target.name}.{os.urandom(6).hex()}.tmp"
+    )  # secrets.token_hex, without importing random
     fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC | _NOFOLLOW, mode & 0o600)
     try:
         try:

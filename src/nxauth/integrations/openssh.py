@@ -204,12 +204,14 @@ def run_authorized_keys(
     return 0
 
 
-def configure_service_logging(config: Config, *, debug: bool = False) -> None:
+def configure_service_logging(config: Config, *, debug: bool = False, syslog_address: str = "/dev/log") -> None:
     """Logging for the commands sshd runs: their stderr is the SSH client's
     (``login``) or discarded (``authorized-keys``), so nothing goes there.
     Records go to syslog (authpriv, like sshd's own) when ``/dev/log``
-    exists; with ``audit.syslog`` on, the audit logger is not sent twice.
-    ``--debug`` logs to stderr instead, for an administrator at a terminal."""
+    exists, through :class:`~nxauth.integrations.syslog.SyslogHandler`
+    (what ``SysLogHandler`` sends, without its imports); with
+    ``audit.syslog`` on, the audit logger is not sent twice.  ``--debug``
+    logs to stderr instead, for an administrator at a terminal."""
     import logging
 
     root = logging.getLogger()
@@ -219,14 +221,10 @@ def configure_service_logging(config: Config, *, debug: bool = False) -> None:
     if debug:
         handler = logging.StreamHandler()
         root.setLevel(logging.DEBUG)
-    elif os.path.exists("/dev/log"):
-        import logging.handlers
+    elif os.path.exists(syslog_address):
+        from nxauth.integrations.syslog import LOG_AUTHPRIV, SyslogHandler
 
-        syslog = logging.handlers.SysLogHandler(
-            address="/dev/log", facility=logging.handlers.SysLogHandler.LOG_AUTHPRIV
-        )
-        syslog.ident = f"nxauth[{os.getpid()}]: "
-        handler = syslog
+        handler = SyslogHandler(syslog_address, LOG_AUTHPRIV, ident=f"nxauth[{os.getpid()}]: ")
         root.setLevel(logging.INFO)
         if config.audit.syslog:
             logging.getLogger("nxauth.audit").propagate = False

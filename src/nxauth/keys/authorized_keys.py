@@ -13,7 +13,6 @@ its line number); :func:`parse_authorized_keys` collects them and goes on.
 
 from __future__ import annotations
 
-import calendar
 import os
 import re
 import time
@@ -217,6 +216,8 @@ def parse_expiry_time(text: str) -> float:
     if not (1 <= month <= 12 and 1 <= day <= 31 and hour <= 23 and minute <= 59 and second <= 60):
         raise KeyFormatError(f"invalid expiry-time {text[:32]!r}")
     tm = (year, month, day, hour, minute, second, 0, 0, 0)
+    import calendar  # here: it imports locale, and most keys have no expiry-time
+
     try:
         when = float(calendar.timegm(tm) if utc else time.mktime(tm))
     except (ValueError, OverflowError):

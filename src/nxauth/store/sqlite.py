@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import secrets
 import sqlite3
 import stat
 import threading
@@ -160,7 +159,7 @@ class SqliteStore:
             make_dirs(directory)
         except OSError as exc:
             raise self._error(f"cannot create directory {directory}: {exc.strerror}") from None
-        temporary = self.path.with_name(f".{self.path.name}.{secrets.token_hex(6)}.tmp")
+        temporary = self.path.with_name(f".{self.path.name}.{os.urandom(6).hex()}.tmp")
         try:
             fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _CLOEXEC | _NOFOLLOW, PRIVATE_MODE)
             try:
