@@ -410,9 +410,10 @@ class Session:
         session authenticated: the login still running fails (``cancelled``,
         audited and counted), and one that had just succeeded is taken back
         (the session is closed, audited ``cancelled``)."""
-        relay = async_relay(conversation, asyncio.get_running_loop())
+        cancel = Cancel()
+        relay = async_relay(conversation, asyncio.get_running_loop(), cancel)
         login = partial(self._login_checked, username, password, relay, deadline)
-        return await run_cancellable(self._auth.executor(), login, self._take_back)
+        return await run_cancellable(self._auth.executor(), login, self._take_back, cancel)
 
     def _take_back(self) -> None:
         """A cancelled ``login_async`` whose login had just succeeded: nobody got the identity; drop it, close."""

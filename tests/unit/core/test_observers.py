@@ -235,3 +235,48 @@ def test_a_login_async_cancelled_at_any_moment_leaves_no_identity_behind(
 
 def _running(session: nxauth.Session) -> bool:
     return session.attempts == 0
+
+
+class AsksCode:
+    """A second factor that asks the client for a code."""
+
+    def authenticate(self, attempt: nxauth.Attempt) -> nxauth.Verdict:
+        attempt.ask("Code: ", False)
+        return nxauth.Verdict.allow()
+
+    def check_account(self, identity: nxauth.Identity) -> nxauth.Verdict:
+        return nxauth.Verdict.allow()
+
+
+@pytest.mark.parametrize("with_deadline", [False, True])
+def test_an_abandoned_login_async_gives_its_thread_back(
+    make_auth: Callable[..., nxauth.Authenticator], granted: Callable[..., nxauth.Session], with_deadline: bool
+) -> None:
+    """Two logins whose conversation never answers, abandoned by their
+    callers (wait_for), with a pool of two threads: a third login still runs
+    (an outside review found the pool held for good)."""
+    auth = make_auth(
+        {"session": {"workers": 2}, "auth": [{"use": "mem"}, {"use": "otp"}], "throttle": {"enabled": False}},
+        backends={"otp": AsksCode()},
+    )
+
+    async def main() -> str:
+        never = asyncio.Event()
+
+        async def stuck(prompt: str, echo: bool) -> str:
+            await never.wait()
+            return "123"
+
+        async def answers(prompt: str, echo: bool) -> str:
+            return "123"
+
+        for _ in range(2):
+            deadline = time.monotonic() + 0.3 if with_deadline else None
+            with pytest.raises(TimeoutError):
+                await asyncio.wait_for(
+                    granted(auth).login_async("alice", "wonderland", conversation=stuck, deadline=deadline), 0.3
+                )
+        identity = await asyncio.wait_for(granted(auth).login_async("bob", "builder", conversation=answers), 10)
+        return identity.username
+
+    assert asyncio.run(main()) == "bob"
