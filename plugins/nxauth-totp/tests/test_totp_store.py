@@ -246,3 +246,40 @@ def test_processes_racing_for_steps_never_win_the_same_one(tmp_path: Path) -> No
         won.extend(int(step) for step in out.split())
     assert len(won) == len(set(won))
     assert max(won) == 299
+
+
+def test_missing_parents_are_0700_whatever_the_umask(tmp_path: Path) -> None:
+    """``mkdir(parents=True)`` gives the mode to the last directory only: an
+    outside review got 0777 parents under umask 000, then swapped in a
+    database of its own."""
+    old = os.umask(0)
+    try:
+        store = TotpStore(tmp_path / "d1" / "d2" / "totp.db")
+        store.enroll("alice", new_secret(), 0.0)
+        store.close()
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "d1") == 0o700 and mode(tmp_path / "d1" / "d2") == 0o700
+    assert mode(tmp_path / "d1" / "d2" / "totp.db") == 0o600
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="making a file of another account needs root")
+def test_a_database_of_another_account_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "totp.db"
+    store = TotpStore(path)
+    store.enroll("alice", new_secret(), 0.0)
+    store.close()
+    os.chown(path, 65534, 65534)  # nobody: a planted database with a secret it knows
+    with pytest.raises(TotpStoreError, match="belongs to uid 65534"):
+        TotpStore(path).lookup("alice")
+
+
+def test_a_directory_others_may_write_is_refused(tmp_path: Path) -> None:
+    directory = tmp_path / "shared"
+    directory.mkdir()
+    store = TotpStore(directory / "totp.db")
+    store.enroll("alice", new_secret(), 0.0)
+    store.close()
+    directory.chmod(0o777)
+    with pytest.raises(TotpStoreError, match="may be written by group or others"):
+        TotpStore(directory / "totp.db").lookup("alice")

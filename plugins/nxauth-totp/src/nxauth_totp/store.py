@@ -97,11 +97,25 @@ class TotpStore:
     def _error(self, message: str) -> TotpStoreError:
         return TotpStoreError(f"{self.path}: {message}")
 
+    def _make_parents(self) -> None:
+        """Every missing directory up to the file's, each 0700 whatever the
+        umask (``mkdir(parents=True)`` gives the mode to the last one only)."""
+        missing: list[Path] = []
+        directory = self.path.parent
+        while not directory.exists():
+            missing.append(directory)
+            directory = directory.parent
+        for directory in reversed(missing):
+            try:
+                directory.mkdir(mode=0o700)
+            except FileExistsError:
+                continue  # made meanwhile: checked below like any existing directory
+            except OSError as exc:
+                raise self._error(f"cannot create directory {directory}: {exc.strerror}") from None
+            os.chmod(directory, 0o700)
+
     def _create(self) -> None:
-        try:
-            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        except OSError as exc:
-            raise self._error(f"cannot create directory {self.path.parent}: {exc.strerror}") from None
+        self._make_parents()
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
             fd = os.open(self.path, flags, 0o600)
@@ -109,7 +123,16 @@ class TotpStore:
             return  # another process created it first: checked below like any existing file
         except OSError as exc:
             raise self._error(f"cannot create: {exc.strerror}") from None
-        os.close(fd)
+        try:
+            os.fchmod(fd, 0o600)
+        finally:
+            os.close(fd)
+
+    def _check_owner(self, info: os.stat_result, what: str) -> None:
+        """Secrets are trusted only from this user's (or root's) files: another
+        account's file, or a directory others may write, could be a planted one."""
+        if info.st_uid not in (os.geteuid(), 0):
+            raise self._error(f"{what} belongs to uid {info.st_uid}, not to this user or root; refused")
 
     def _check_file(self) -> None:
         try:
@@ -121,6 +144,17 @@ class TotpStore:
             raise self._error(f"cannot stat: {exc.strerror}") from None
         if not stat.S_ISREG(info.st_mode):
             raise self._error("not a regular file")
+        self._check_owner(info, "the file")
+        try:
+            parent = self.path.parent.stat()
+        except OSError as exc:
+            raise self._error(f"cannot stat its directory: {exc.strerror}") from None
+        self._check_owner(parent, "its directory")
+        if parent.st_mode & 0o022:
+            raise self._error(
+                f"its directory {self.path.parent} may be written by group or others (mode "
+                f"{parent.st_mode & 0o777:o}): its files could be replaced; chmod go-w it"
+            )
         if info.st_mode & 0o077:
             raise self._error(
                 f"group or others have access (mode {info.st_mode & 0o777:o}); it holds secrets: chmod 600 it"
