@@ -138,6 +138,9 @@ class SqliteStore:
         self._local = threading.local()
         self._lock = threading.Lock()
         self._connections: list[sqlite3.Connection] = []
+        #: held while a connection is used: close() waits for it (closing a
+        #: connection another thread is using crashes the interpreter)
+        self._guards: dict[int, threading.Lock] = {}
         self._pid = os.getpid()
         self._closed = False
         self._open_first()
@@ -283,6 +286,7 @@ class SqliteStore:
                 raise self._error(f"not a usable database ({exc})") from None
         with self._lock:
             self._connections.append(conn)
+            self._guards[id(conn)] = threading.Lock()
         self._local.conn = conn
         self._local.pid = os.getpid()
         return conn
@@ -340,24 +344,37 @@ class SqliteStore:
                 raise self._error(f"commit failed ({exc})") from None
 
     @contextlib.contextmanager
+    def _using(self) -> Iterator[sqlite3.Connection]:
+        """This thread's connection, guarded against :meth:`close` while in use."""
+        conn = self.connection()
+        guard = self._guards.get(id(conn))
+        if guard is None:
+            raise self._error("store is closed")
+        with guard:
+            if self._closed:
+                raise self._error("store is closed")
+            yield conn
+
+    @contextlib.contextmanager
     def transaction(self, *, keys: Sequence[str] = ()) -> Iterator[sqlite3.Connection]:
         """A write transaction (``BEGIN IMMEDIATE``): commit on success,
         rollback on any exception.  Waits out other writers up to the busy
         timeout, then raises :class:`StoreError`.  ``keys`` change nothing:
         SQLite's writers always run one at a time."""
-        conn = self.connection()
-        try:
-            with self._transaction(conn) as tx:
-                yield tx
-        except sqlite3.DatabaseError as exc:
-            raise self._error(f"database error ({exc})") from None
+        with self._using() as conn:
+            try:
+                with self._transaction(conn) as tx:
+                    yield tx
+            except sqlite3.DatabaseError as exc:
+                raise self._error(f"database error ({exc})") from None
 
     def execute(self, sql: str, parameters: tuple[object, ...] = ()) -> list[tuple[Any, ...]]:
         """Run one read statement and return all rows."""
-        try:
-            return self.connection().execute(sql, parameters).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise self._error(f"database error ({exc})") from None
+        with self._using() as conn:
+            try:
+                return conn.execute(sql, parameters).fetchall()
+            except sqlite3.DatabaseError as exc:
+                raise self._error(f"database error ({exc})") from None
 
     def integrity_check(self) -> str:
         """``PRAGMA integrity_check``: ``"ok"`` when the file is sound."""
@@ -368,11 +385,22 @@ class SqliteStore:
         return int(self.execute("PRAGMA user_version")[0][0])
 
     def close(self) -> None:
-        """Close every connection this store opened."""
+        """Close every connection this store opened, each once no thread uses
+        it (waiting at most the busy timeout; one still in use then is left
+        to the process's end); later calls raise :class:`StoreError`."""
         self._closed = True
         with self._lock:
             connections, self._connections = self._connections, []
+            guards = {key: self._guards.pop(key) for key in list(self._guards)}
+        deadline = time.monotonic() + self.busy_timeout
         for conn in connections:
-            with contextlib.suppress(sqlite3.Error):
-                conn.close()
-        self._local = threading.local()
+            guard = guards.get(id(conn))
+            if guard is not None and not guard.acquire(timeout=max(0.0, deadline - time.monotonic())):
+                log.warning("%s: a connection still in use at close is left open", self.path)
+                continue
+            try:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.close()
+            finally:
+                if guard is not None:
+                    guard.release()
