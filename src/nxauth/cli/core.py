@@ -22,6 +22,7 @@ def register(subparsers: Any) -> None:
         "unlock", help="lift a throttle lockout for a user or an address", description=cmd_unlock.__doc__
     )
     unlock.add_argument("target", nargs="?", help="a username or an IP address")
+    unlock.add_argument("--user", action="store_true", help="TARGET is a username, even if it looks like an address")
     unlock.add_argument("--list", action="store_true", help="list the lockouts in force")
     unlock.add_argument("--json", action="store_true", help="with --list: print as JSON")
     unlock.set_defaults(handler=cmd_unlock)
@@ -74,7 +75,7 @@ def cmd_unlock(args: argparse.Namespace) -> int:
             return EXIT_OK
         if not args.target:
             raise CommandError("unlock needs a username or an address (or --list)", 2)
-        removed = auth.unlock(args.target)
+        removed = auth.unlock(args.target, user=True if args.user else None)
         audited(auth.config, auth.store, "unlock", target=args.target)
     print(f"unlocked {args.target} ({removed} record{'s' if removed != 1 else ''} removed)")
     return EXIT_OK

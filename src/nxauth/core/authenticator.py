@@ -249,10 +249,15 @@ class Authenticator:
 
         return Session(self._runtime, Peer.coerce(peer))
 
-    def unlock(self, target: str) -> int:
-        """Lift the throttle for a username or an address; return rows removed."""
-        key = source_key(target.strip())
+    def unlock(self, target: str, *, user: bool | None = None) -> int:
+        """Lift the throttle for a username or an address; return rows removed.
+        ``user=True`` takes ``target`` as a username even when it looks like
+        an address (``10.0.0.1`` is a valid name), ``user=False`` as an
+        address only; by default an address if it parses as one."""
+        key = None if user else source_key(target.strip())
         if key is None:
+            if user is False:
+                raise UsageError(f"not an IP address: {target[:60]!r}")
             key = user_key(self.canonical_username(target))
         return self._runtime.throttle.unlock(key)
 

@@ -12,6 +12,7 @@ import pytest
 import nxauth
 from nxauth import AuthenticationFailed
 from nxauth.core.authenticator import runtime_of
+from nxauth.testing import MemoryBackend
 
 Build = Callable[..., nxauth.Authenticator]
 Granted = Callable[..., nxauth.Session]
@@ -59,3 +60,15 @@ def test_a_long_attack_leaves_a_bounded_store(make_auth: Build, granted: Granted
             )
     # 60 s of attempts in the window (3 rows each) and locks of 120 + 60 s: a few hundred rows, not growing
     assert max(counts) <= 3 * 60 + 3 * 180 + 200, counts
+
+
+def test_a_user_named_like_an_address_can_be_unlocked(make_auth: Build, granted: Granted) -> None:
+    """``10.0.0.1`` is a valid username; ``unlock(..., user=True)`` lifts its
+    lockout (an outside review found it could not be: it was taken as the address)."""
+    auth = make_auth({"throttle": {"max_user_failures": 3}}, backends={"mem": MemoryBackend({"10.0.0.1": "pw"})})
+    for _ in range(4):
+        outcome(granted(auth), "10.0.0.1", "guess")
+    assert outcome(granted(auth), "10.0.0.1", "pw") == "locked-out"
+    assert auth.unlock("10.0.0.1") == 0  # the address 10.0.0.1: nothing of it
+    assert auth.unlock("10.0.0.1", user=True) > 0
+    assert outcome(granted(auth), "10.0.0.1", "pw") == "10.0.0.1"
