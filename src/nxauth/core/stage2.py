@@ -58,9 +58,9 @@ class Denied(Exception):
         self.outcome = outcome
         self.backend = backend
         self.detail = detail
-        #: a backend judged the password (allowed it, or denied it for a
-        #: reason that is counted), whatever the stack's final reason: the
-        #: throttle counts the attempt even if that reason is not counted
+        #: a backend judged the guess wrong (a deny for a counted reason),
+        #: whatever the stack's final reason: the throttle counts the attempt
+        #: even if that reason is not counted
         self.judged = judged
 
     @property
@@ -131,15 +131,12 @@ def decide(
 
 
 def _judged(trail: Sequence[StepOutcome]) -> bool:
-    """Some backend of the stack judged the password: an allow, or a deny
-    whose reason counts.  (A ``required`` entry that failed uncounted — no
-    conversation, a timeout — still lets the later ones run: their guesses
-    must be counted, or the password could be tried without limit.)"""
-    return any(
-        step.verdict.decision is Decision.ALLOW
-        or (step.verdict.decision is Decision.DENY and step.verdict.reason not in NOT_COUNTED)
-        for step in trail
-    )
+    """Some backend of the stack judged the guess wrong: a deny whose reason
+    counts.  (A ``required`` entry that failed uncounted — no conversation,
+    a timeout — still lets the later ones run: their verdict on the password
+    must be counted, or it could be tried without limit.  A right password
+    whose second factor could not be asked is not a wrong guess: not counted.)"""
+    return any(step.verdict.decision is Decision.DENY and step.verdict.reason not in NOT_COUNTED for step in trail)
 
 
 def _check_reported_names(auth: Runtime, username: str, allowed_by: Sequence[StepOutcome]) -> None:

@@ -98,3 +98,39 @@ def test_an_uncounted_failure_alone_is_still_not_counted(tmp_path: object) -> No
     finally:
         auth.close()
     assert reasons == {Reason.CONVERSATION_UNAVAILABLE}  # never locked-out
+
+
+class Allows:
+    def authenticate(self, attempt: Attempt) -> Verdict:
+        return Verdict.allow()
+
+    def check_account(self, identity: Identity) -> Verdict:
+        return Verdict.allow()
+
+
+def test_a_right_password_whose_second_factor_cannot_be_asked_is_not_counted(tmp_path: object) -> None:
+    """The password allowed, the code never asked (no conversation, a client
+    gone at the prompt): not a wrong guess, so no lockout of the user."""
+    key = TransportKey()
+    auth = nxauth.Authenticator(
+        {
+            "state_dir": str(tmp_path),
+            "transport": {"key_sources": ["keys"]},
+            "throttle": {"max_user_failures": LIMIT},
+            "auth": [{"use": "pw"}, {"use": "otp"}],
+            "account": [{"use": "pw"}],
+        },
+        backends={"keys": ListKeySource(key.line), "pw": Allows(), "otp": Asks()},
+        entry_points=False,
+    )
+    try:
+        reasons = set()
+        for _ in range(10):
+            session = auth.open_session(peer=("198.51.100.7", 1))
+            session.check_transport_key("nx", key.line)
+            with pytest.raises(AuthenticationFailed) as failed:
+                session.login("alice", "right")
+            reasons.add(failed.value.reason)
+    finally:
+        auth.close()
+    assert reasons == {Reason.CONVERSATION_UNAVAILABLE}
