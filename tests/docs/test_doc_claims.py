@@ -90,6 +90,7 @@ PROSE_DEFAULTS = {
     ("store", "password"),
     ("store", "node"),
     ("audit", "table"),
+    ("server", "node_key"),
 }
 
 
@@ -135,6 +136,7 @@ def test_prose_defaults() -> None:
     assert DEFAULT.host_key_path == DEFAULT.state_dir / "ssh_host_ed25519_key"
     assert DEFAULT.store.url is None and DEFAULT.store.password is None  # "none (SQLite)", "none"
     assert DEFAULT.store.node is None
+    assert DEFAULT.server.node_key is None  # "none": no relay
     assert DEFAULT.audit.table is None and not DEFAULT.audit_table  # "on with a PostgreSQL store, else off"
     assert parse_config({"store": {"url": "postgresql://nx@db/nxauth"}}).audit_table
     assert DEFAULT.store_path == DEFAULT.state_dir / "nxauth.db"

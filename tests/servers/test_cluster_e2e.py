@@ -8,8 +8,13 @@ PostgreSQL, set up with the real CLI, logged into with the real ssh client.
 - a transport key removed through one host is refused by the others;
 - PostgreSQL stopped: denied; started again: allowed, without a restart.
 
-(Logging in *through* the server host to a node is not implemented yet:
-each host is reached directly here.)"""
+and through the server host (``[server] node_key``) to a node:
+
+- alice granted node1 logs in on the server host and picks node1: her
+  session runs there, relayed; node2 (not granted) is refused;
+- on node2 (granted, its own password) the server host's relay is refused
+  the default password and asks her for node2's, which works;
+- a node registered with another host key is refused, never trusted."""
 
 from __future__ import annotations
 
@@ -45,8 +50,10 @@ class Hosts:
             input=stdin, capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
-    def login(self, host: str, password: str, user: str = "alice") -> subprocess.CompletedProcess[str]:
-        return self.serves[host].ssh(self.key, f"{user}\n{password}\n")
+    def login(self, host: str, password: str, user: str = "alice", then: str = "") -> subprocess.CompletedProcess[str]:
+        """One login; on the server host, ``then`` answers its ``Node:`` question (empty: stay)."""
+        more = f"{then}\n" if host == "server" else ""
+        return self.serves[host].ssh(self.key, f"{user}\n{password}\n{more}")
 
 
 def host_public_key(config: Path) -> str:
@@ -72,8 +79,12 @@ def hosts(pg_cluster: Cluster, tmp_path: Path) -> Iterator[Hosts]:
             f'schema = "{schema}"\nnode = "{host}"\n'
         )
         configs[host] = config
+    node_key = tmp_path / "server" / "node_key"  # the server host's own key for its nodes
+    with configs["server"].open("a") as conf:
+        conf.write(f'[server]\nnode_key = "{node_key}"\n')
     cluster = Hosts(configs, tmp_path / "client_key", pg_cluster)
     assert cluster.cli("server", "keygen", "--out", str(cluster.key)).returncode == 0  # into the shared keystore
+    assert cluster.cli("server", "keygen", "--out", str(node_key)).returncode == 0  # so every node trusts it
     assert cluster.cli("server", "useradd", "alice", "--password-stdin", stdin=DEFAULT + "\n").returncode == 0
     try:
         for host in HOSTS:
@@ -141,3 +152,46 @@ def test_postgresql_stopped_denies_and_started_allows(hosts: Hosts) -> None:
     assert not authenticated(down)
     hosts.db.resume()
     assert authenticated(hosts.login("node1", DEFAULT))  # the same processes: no restart
+
+
+# ------------------------------------------------------------ through the server host
+
+
+def test_through_the_server_host_to_a_granted_node(hosts: Hosts) -> None:
+    result = hosts.login("server", DEFAULT, then="node1")
+    assert result.returncode == 0, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert "NX> 200 Authenticated alice" in lines and "NX> 210 Nodes: node1" in lines
+    assert "session on node1" in result.stdout and "session on server" not in result.stdout
+    stay = hosts.login("server", DEFAULT, then="")
+    assert "session on server" in stay.stdout  # an empty answer stays
+    refused = hosts.login("server", DEFAULT, then="node2")  # not granted
+    assert refused.returncode != 0 and "NX> 411 Node refused" in refused.stdout
+    assert "session on node2" not in refused.stdout
+
+
+def test_a_nodes_own_password_is_asked_for_through_the_server_host(hosts: Hosts) -> None:
+    assert hosts.cli("server", "grant", "alice", "node2").returncode == 0
+    assert (
+        hosts.cli("server", "passwd", "alice", "--node", "node2", "--password-stdin", stdin=NODE2 + "\n").returncode
+        == 0
+    )
+    result = hosts.login("server", DEFAULT, then=f"node2\n{NODE2}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "NX> 103 Password for node2:" in result.stdout
+    assert "session on node2" in result.stdout
+    wrong = hosts.login("server", DEFAULT, then="node2\nnope\nnope\nnope")
+    assert wrong.returncode != 0 and "NX> 411 Node refused" in wrong.stdout
+
+
+def test_a_node_whose_host_key_is_not_the_pinned_one_is_refused(hosts: Hosts, tmp_path: Path) -> None:
+    other = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOMqqnkVzrm0SdG6UOoqKLsabgH5C9okWi0dh2l9GKJl"
+    assert hosts.cli("server", "node", "remove", "node1").returncode == 0
+    address = f"127.0.0.1:{hosts.serves['node1'].port}"
+    assert hosts.cli("server", "node", "add", "node1", "--address", address, "--host-key", other).returncode == 0
+    assert hosts.cli("server", "grant", "alice", "node1").returncode == 0
+    result = hosts.login("server", DEFAULT, then="node1")
+    assert result.returncode != 0 and "NX> 411 Node refused" in result.stdout
+    assert "session on node1" not in result.stdout
+    _, _, err = hosts.serves["server"].stop()
+    assert "node-host-key-mismatch" in err and DEFAULT not in err

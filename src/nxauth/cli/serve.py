@@ -75,8 +75,18 @@ async def _serve(
     from nxauth.integrations.asyncssh import start_server
     from nxauth.keys.formats import parse_public_key
 
+    relay = None
+    node_key = auth.config.server.node_key
+    if node_key is not None:
+        from nxauth.integrations.relay import Relay
+
+        if not node_key.is_file():
+            raise CommandError(
+                f"server.node_key: {node_key} is not a file (nxauth keygen --out {node_key})", EXIT_USAGE
+            )
+        relay = Relay(auth, node_key, timeout=auth.config.login.timeout)
     try:
-        server = await start_server(auth, handler, host_keys=[host_key], host=listen, port=port)
+        server = await start_server(auth, handler, host_keys=[host_key], host=listen, port=port, relay=relay)
     except OSError as exc:
         raise CommandError(f"cannot listen on {', '.join(listen)} port {port}: {exc.strerror or exc}") from None
     stop = asyncio.Event()

@@ -192,6 +192,7 @@ def _server(sv: Options, path: Callable[[str | None], Path | None]) -> ServerCon
         listen=listen,
         port=sv.integer("port", 4022, minimum=1, maximum=65535),
         host_key=path(sv.string("host_key")),
+        node_key=path(sv.string("node_key", allow_empty=False)),
     )
 
 

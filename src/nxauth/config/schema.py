@@ -148,6 +148,9 @@ class ServerConfig:
     listen: tuple[str, ...] = ("127.0.0.1",)
     port: int = 4022
     host_key: Path | None = None
+    #: the private key this server host presents to its cluster's nodes: set,
+    #: a user granted nodes may log in through this host to one of them
+    node_key: Path | None = None
 
 
 @final

@@ -50,11 +50,12 @@ from nxauth.integrations._asyncssh_channel import ChannelIO, ChannelLineDialogue
 from nxauth.integrations.exchange import run_exchange_async
 from nxauth.integrations.hostkey import ensure_host_key
 from nxauth.integrations.protocol import identity_environment
-from nxauth.model import Identity, Reason
+from nxauth.model import Identity, Reason, Secret
 
 if TYPE_CHECKING:
     from nxauth.core.authenticator import Authenticator
     from nxauth.core.session import Session
+    from nxauth.integrations.relay import Relay
 
 __all__ = [
     "NxauthServer",
@@ -304,10 +305,17 @@ class _Connection(asyncssh.SSHServer):
         io = ChannelIO(process, server.authenticator.config.session.max_password_bytes)
         dialogue = ChannelTerminalDialogue(io) if process.term_type else ChannelLineDialogue(io)
         status = EXIT_DENIED
+        kept: list[Secret] = []  # the password, for a relay to a node only
         try:
-            identity = await run_exchange_async(session, dialogue, timeout=server.login_timeout)
+            identity = await run_exchange_async(
+                session, dialogue, timeout=server.login_timeout, keep_password=kept.append if server.relay else None
+            )
             if identity is not None:
-                status = await _call_handler(server.handler, identity, process)
+                relayed = None
+                if server.relay is not None:
+                    relayed = await server.relay.run(identity, kept[0] if kept else None, dialogue, process)
+                    kept.clear()
+                status = relayed if relayed is not None else await _call_handler(server.handler, identity, process)
         finally:
             with contextlib.suppress(Exception):
                 process.exit(status)
@@ -377,10 +385,13 @@ async def _call_handler(handler: SessionHandler, identity: Identity, process: as
 class NxauthServer:
     """A running embedded server (from :func:`start_server`)."""
 
-    def __init__(self, authenticator: Authenticator, handler: SessionHandler, login_timeout: float) -> None:
+    def __init__(
+        self, authenticator: Authenticator, handler: SessionHandler, login_timeout: float, relay: Relay | None = None
+    ) -> None:
         self.authenticator = authenticator
         self.handler = handler
         self.login_timeout = login_timeout
+        self.relay = relay  # logging in through this host to a node of the cluster
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[_Connection] = set()
 
@@ -436,6 +447,7 @@ async def start_server(
     host: str | Sequence[str] = "127.0.0.1",
     port: int = 0,
     login_timeout: float | None = None,
+    relay: Relay | None = None,
     **asyncssh_options: Any,
 ) -> NxauthServer:
     """Start the embedded server on ``host`` (one address or several) and
@@ -446,6 +458,8 @@ async def start_server(
     ``process.stderr``, ``process.term_type``); its return value is the exit
     status.  ``login_timeout`` (default ``login.timeout``) bounds SSH
     authentication, the wait for a session channel, and the exchange, each.
+    ``relay`` (:class:`~nxauth.integrations.relay.Relay`) offers a user
+    granted nodes of the cluster to log in through this host to one of them.
     ``asyncssh_options`` may only tune :data:`TUNABLE_OPTIONS`.
     """
     if not callable(handler):
@@ -458,7 +472,7 @@ async def start_server(
     timeout = authenticator.config.login.timeout if login_timeout is None else float(login_timeout)
     if not timeout > 0:
         raise UsageError("login_timeout must be positive")
-    server = NxauthServer(authenticator, handler, timeout)
+    server = NxauthServer(authenticator, handler, timeout, relay)
     server._acceptor = await asyncssh.create_server(
         lambda: _Connection(server),
         list(host) if not isinstance(host, str) else host,

@@ -10,7 +10,11 @@ from typing import Any, final
 
 import asyncssh
 
-__all__ = ["ClientChannel", "connect_client"]
+__all__ = ["ClientChannel", "HostKeyMismatch", "connect_client"]
+
+
+class HostKeyMismatch(ConnectionError):
+    """The server's host key is not the pinned one."""
 
 
 @final
@@ -26,6 +30,13 @@ class ClientChannel:
         """One line with its LF (``b""`` at the end of the output)."""
         try:
             return await self._process.stdout.readline()
+        except (OSError, asyncssh.Error):
+            return b""
+
+    async def read(self, size: int) -> bytes:
+        """Up to ``size`` bytes of the output (``b""`` at its end)."""
+        try:
+            return await self._process.stdout.read(size)
         except (OSError, asyncssh.Error):
             return b""
 
@@ -84,6 +95,8 @@ async def connect_client(
         )
     except asyncssh.PermissionDenied:
         raise PermissionError(f"{account}@{host}: Permission denied (publickey)") from None
+    except asyncssh.HostKeyNotVerifiable:
+        raise HostKeyMismatch(f"{host} port {port}: the host key is not the pinned one") from None
     except (OSError, asyncssh.Error) as exc:
         raise ConnectionError(f"{host} port {port}: {exc}") from None
     try:

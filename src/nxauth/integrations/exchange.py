@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from typing import Any, final
 
 from nxauth._version import __version__
@@ -86,7 +87,13 @@ def run_exchange(session: Session, dialogue: Dialogue, *, timeout: float | None)
             raise
 
 
-async def run_exchange_async(session: Session, dialogue: AsyncDialogue, *, timeout: float | None) -> Identity | None:
+async def run_exchange_async(
+    session: Session,
+    dialogue: AsyncDialogue,
+    *,
+    timeout: float | None,
+    keep_password: Callable[[Secret], None] | None = None,
+) -> Identity | None:
     """Stage 2 over ``dialogue``, on a session whose stage 1 succeeded.
 
     Asks for a username and a password until a login succeeds or the session
@@ -95,8 +102,12 @@ async def run_exchange_async(session: Session, dialogue: AsyncDialogue, *, timeo
     questions come back to the loop.  Returns the identity, or ``None`` when
     the client did not log in (every case audited; the client only saw
     generic lines).  ``timeout`` (seconds) bounds the whole exchange.
+    ``keep_password`` is handed the password of the login that succeeded
+    (the server host relaying it to a node): nothing else keeps it.
     """
-    return await _Exchange(session, dialogue, timeout, _deadline(timeout)).run()
+    exchange = _Exchange(session, dialogue, timeout, _deadline(timeout))
+    exchange.keep_password = keep_password
+    return await exchange.run()
 
 
 def _deadline(timeout: float | None) -> float | None:
@@ -124,6 +135,7 @@ class _Exchange:
         self._asking: int | None = None  # the attempt whose login may ask questions now
         self._questions: set[asyncio.Task[Any]] = set()
         self._broken: ClientGone | ProtocolViolation | LoginTimeout | None = None  # how answering a question failed
+        self.keep_password: Callable[[Secret], None] | None = None
 
     async def run(self) -> Identity | None:
         try:
@@ -150,7 +162,7 @@ class _Exchange:
             username = await dialogue.ask(Code.USER, "User:", echo=True)
             password = Secret(await dialogue.ask(Code.PASSWORD, "Password:", echo=False))
             try:
-                return await self._log_in(username, password)
+                identity = await self._log_in(username, password)
             except AuthenticationFailed as exc:
                 if exc.reason is Reason.LOGIN_TIMEOUT:
                     raise LoginTimeout from None
@@ -159,6 +171,10 @@ class _Exchange:
                     await dialogue.tell(Code.BYE, TEXTS[Code.BYE])
                     return None
                 await dialogue.tell(Code.FAILED, TEXTS[Code.FAILED])
+                continue
+            if self.keep_password is not None:
+                self.keep_password(password)
+            return identity
 
     async def _log_in(self, username: str, password: Secret) -> Identity:
         """One login, in the authenticator's pool.  The timeout cancels the

@@ -72,10 +72,13 @@ class Code(enum.IntEnum):
     SECRET_QUESTION = 103  # a backend's further question, answer not echoed (one-time code)
     QUESTION = 104  # a backend's further question, answer echoed
     AUTHENTICATED = 200
+    NODES = 210  # the server host of a cluster: the nodes the user may reach (docs/deploy-cluster.md)
+    NODE = 211  # ... and which one (an empty answer: stay)
     BAD_REQUEST = 400
     FAILED = 401
     TOO_MANY_ATTEMPTS = 403
     TIMED_OUT = 408
+    NODE_REFUSED = 411  # the node could not be reached, or refused the login
     INTERNAL_ERROR = 500
     BYE = 999
 
@@ -86,6 +89,7 @@ TEXTS: Final[Mapping[Code, str]] = {
     Code.FAILED: "Authentication failed",
     Code.TOO_MANY_ATTEMPTS: "Too many attempts",
     Code.TIMED_OUT: "Login timed out",
+    Code.NODE_REFUSED: "Node refused",
     Code.INTERNAL_ERROR: "Internal error",
     Code.BYE: "Bye",
 }
