@@ -4,6 +4,7 @@ helper for hosts' tests.  Needs the ``ssh`` extra."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 from typing import Any, final
@@ -47,6 +48,12 @@ class ClientChannel:
     def close_input(self) -> None:
         with contextlib.suppress(OSError, asyncssh.Error):
             self._process.stdin.write_eof()
+
+    async def close(self) -> None:
+        """End the connection now (a node that failed: nothing more to wait for)."""
+        with contextlib.suppress(OSError, asyncssh.Error, TimeoutError):
+            self._conn.close()
+            await asyncio.wait_for(self._conn.wait_closed(), 5)
 
     async def wait(self) -> int:
         """The exit status (255 when the connection ended without one)."""

@@ -41,10 +41,16 @@ __all__ = ["Relay"]
 EXIT_RELAY_FAILED: Final = 1
 #: How many of the node's password prompts the client may answer.
 NODE_ATTEMPTS: Final = 3
+#: The node's further questions (codes, ...) relayed to the client in one login, at most.
+NODE_QUESTIONS: Final = 8
 
 
 class _NodeEnded(Exception):
     """The node closed the channel or answered something the protocol has no place for."""
+
+
+class _TooManyQuestions(Exception):
+    """The node asked more than :data:`NODE_QUESTIONS` questions."""
 
 
 @final
@@ -123,8 +129,9 @@ class Relay:
                 return EXIT_RELAY_FAILED
             self._emit(identity, node.name, Outcome.ACCEPTED, Reason.OK, "relayed")
             return await _pipe(channel, process)
-        except _NodeEnded:
-            self._emit(identity, node.name, Outcome.FAILED, Reason.BACKEND_ERROR, "node-protocol-error")
+        except (_NodeEnded, _TooManyQuestions) as exc:
+            detail = "node-too-many-questions" if isinstance(exc, _TooManyQuestions) else "node-protocol-error"
+            self._emit(identity, node.name, Outcome.FAILED, Reason.BACKEND_ERROR, detail)
             with contextlib.suppress(ClientGone):
                 await dialogue.tell(Code.NODE_REFUSED, TEXTS[Code.NODE_REFUSED])
             return EXIT_RELAY_FAILED
@@ -137,9 +144,7 @@ class Relay:
             self._emit(identity, node.name, Outcome.FAILED, Reason.CLIENT_GONE, "client-left-during-relay")
             return EXIT_RELAY_FAILED
         finally:
-            with contextlib.suppress(Exception):
-                channel.close_input()
-                await asyncio.wait_for(channel.wait(), 5)
+            await channel.close()  # the session piped has ended, or the node failed: nothing to wait for
 
     async def _refused(self, identity: Identity, node: Node, dialogue: AsyncDialogue, detail: str) -> int:
         self._emit(identity, node.name, Outcome.FAILED, Reason.BACKEND_ERROR, detail)
@@ -152,7 +157,7 @@ class Relay:
         """The node's exchange, as its client: the username, the password
         already given, then the client's answers to the node's questions."""
         secret = password
-        prompts = 0
+        prompts = questions = 0
         async with asyncio.timeout(self.timeout):
             while True:
                 raw = await channel.readline()
@@ -174,6 +179,9 @@ class Relay:
                     await channel.write(secret.reveal().encode("utf-8", "surrogatepass") + b"\n")
                     secret = None
                 elif code in ("103", "104"):
+                    questions += 1
+                    if questions > NODE_QUESTIONS:  # a node asking forever: never spam the client
+                        raise _TooManyQuestions
                     answer = await dialogue.ask(Code(int(code)), _clean(text), echo=code == "104")
                     await channel.write(answer.encode("utf-8", "surrogatepass") + b"\n")
                 elif code == "200":
