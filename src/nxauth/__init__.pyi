@@ -4,6 +4,8 @@
 # the package's interface.  Everything not listed here is private.
 
 from nxauth._version import __version__ as __version__
+from nxauth.admission import Admission as Admission
+from nxauth.admission import Overloaded as Overloaded
 from nxauth.codes import AdminAction as AdminAction
 from nxauth.codes import Method as Method
 from nxauth.codes import Outcome as Outcome

@@ -53,6 +53,7 @@ class Reason(enum.Enum):
     THROTTLE_UNAVAILABLE = "throttle-unavailable"
     CONVERSATION_UNAVAILABLE = "conversation-unavailable"
     CONVERSATION_FAILED = "conversation-failed"
+    OVERLOADED = "overloaded"
     # any stage
     BACKEND_ERROR = "backend-error"
     TIMEOUT = "timeout"

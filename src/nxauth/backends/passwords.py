@@ -27,6 +27,12 @@ gave the right password         allow; an old scheme or old parameters are
 
 A password that the database can never hold (over 4096 bytes, NUL, not
 UTF-8) is denied INVALID_PASSWORD before the user is even looked up.
+
+Every hash, the dummy one included, runs inside the authenticator's
+admission gate (:class:`nxauth.Admission`, ``[admission]``): a bounded number
+at once, the rest waiting, sources that keep failing served last.  A login
+the gate refuses is denied OVERLOADED (``admission-queue-full``,
+``admission-wait-exceeded``), not counted by the throttle.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from __future__ import annotations
 import logging
 from typing import final
 
+from nxauth.admission import Admission
 from nxauth.backends.hashing import (
     DEFAULT_MEMORY_COST,
     DEFAULT_PARALLELISM,
@@ -59,10 +66,14 @@ KIND = "passwords"
 class PasswordsBackend:
     """Checks passwords against the users table.  Thread-safe."""
 
-    def __init__(self, users: UserDatabase, hasher: PasswordHasher, *, name: str = KIND) -> None:
+    def __init__(
+        self, users: UserDatabase, hasher: PasswordHasher, *, name: str = KIND, admission: Admission | None = None
+    ) -> None:
         self.users = users
         self.hasher = hasher
         self.name = name
+        #: bounds the hashes in flight, fair per source (a busy gate raises Overloaded: a deny, not counted)
+        self.admission = admission if admission is not None else Admission()
 
     def __repr__(self) -> str:
         return f"PasswordsBackend(name={self.name!r}, {self.hasher!r})"
@@ -89,13 +100,14 @@ class PasswordsBackend:
         if problem is not None:
             return Verdict.deny(Reason.INVALID_PASSWORD, "password-refused")
         record = self.users.get(attempt.username)
-        if record is None or record.password_hash is None:
-            self.hasher.dummy_verify(password)
-            return Verdict.deny(
-                Reason.UNKNOWN_USER,
-                "not-in-password-database" if record is None else "no-nxauth-password",
-            )
-        check = self.hasher.verify(password, record.password_hash)
+        with self.admission.admit(attempt.peer):  # one hash either way, so the wait tells nothing either
+            if record is None or record.password_hash is None:
+                self.hasher.dummy_verify(password)
+                return Verdict.deny(
+                    Reason.UNKNOWN_USER,
+                    "not-in-password-database" if record is None else "no-nxauth-password",
+                )
+            check = self.hasher.verify(password, record.password_hash)
         if not record.enabled:
             return Verdict.deny(
                 Reason.DISABLED, "disabled-password-matched" if check.matched else "disabled-password-wrong"
@@ -132,7 +144,9 @@ def hasher_from_options(context: BackendContext) -> PasswordHasher:
 
 
 def build(context: BackendContext) -> PasswordsBackend:
-    return PasswordsBackend(user_database(context), hasher_from_options(context), name=context.name)
+    return PasswordsBackend(
+        user_database(context), hasher_from_options(context), name=context.name, admission=context.admission
+    )
 
 
 @hookimpl

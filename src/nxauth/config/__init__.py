@@ -18,6 +18,7 @@ from __future__ import annotations
 from nxauth.config.options import Options, SecretRef
 from nxauth.config.parse import default_config_path, load_config, parse_config
 from nxauth.config.schema import (
+    AdmissionConfig,
     AuditConfig,
     BackendConfig,
     Config,
@@ -34,6 +35,7 @@ from nxauth.config.schema import (
 )
 
 __all__ = [
+    "AdmissionConfig",
     "AuditConfig",
     "BackendConfig",
     "Config",

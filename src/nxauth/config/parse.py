@@ -16,6 +16,7 @@ from nxauth.config.options import Options, SecretRef, convert_secrets, describe,
 from nxauth.config.schema import (
     DEFAULT_ACCOUNT,
     DEFAULT_AUTH,
+    AdmissionConfig,
     AuditConfig,
     BackendConfig,
     Config,
@@ -115,6 +116,15 @@ def _session(se: Options) -> SessionConfig:
         challenge_ttl=se.number("challenge_ttl", 60.0, minimum=1.0, maximum=3600.0, unit=_SECONDS),
         max_password_bytes=se.integer("max_password_bytes", 8192, minimum=64, maximum=1 << 20),
         workers=se.integer("workers", 8, minimum=1, maximum=256),
+    )
+
+
+def _admission(ad: Options) -> AdmissionConfig:
+    return AdmissionConfig(
+        hashes=ad.integer("hashes", 0, minimum=0, maximum=4096),
+        queue=ad.integer("queue", 256, minimum=0, maximum=65536),
+        wait=ad.number("wait", 5.0, minimum=0.01, maximum=600.0, unit=_SECONDS),
+        penalty_halflife=ad.number("penalty_halflife", 300.0, minimum=1.0, maximum=_DAY, unit=_SECONDS),
     )
 
 
@@ -291,6 +301,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
     state_dir = path(root.string("state_dir")) or default_state_dir()
     transport = section("transport", _transport)
     session = section("session", _session)
+    admission = section("admission", _admission)
     usernames = section("usernames", _usernames)
     throttle = section("throttle", _throttle)
     audit = section("audit", lambda au: _audit(au, path))
@@ -308,6 +319,7 @@ def parse_config(data: Mapping[str, Any], *, source: str = "<mapping>", base_dir
         state_dir=state_dir,
         transport=transport,
         session=session,
+        admission=admission,
         usernames=usernames,
         throttle=throttle,
         audit=audit,

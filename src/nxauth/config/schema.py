@@ -90,6 +90,19 @@ class SessionConfig:
 
 @final
 @dataclass(frozen=True, slots=True)
+class AdmissionConfig:
+    #: password hashes at once; 0: the cores this process may run on
+    hashes: int = 0
+    #: logins that may wait for a hash slot
+    queue: int = 256
+    #: seconds a login may wait for one
+    wait: float = 5.0
+    #: seconds after which a failing source's penalty is halved
+    penalty_halflife: float = 300.0
+
+
+@final
+@dataclass(frozen=True, slots=True)
 class UsernameConfig:
     case: str = "fold"
     max_length: int = 256
@@ -193,6 +206,7 @@ class Config:
     state_dir: Path = field(default_factory=default_state_dir)
     transport: TransportConfig = TransportConfig()
     session: SessionConfig = SessionConfig()
+    admission: AdmissionConfig = AdmissionConfig()
     usernames: UsernameConfig = UsernameConfig()
     throttle: ThrottleConfig = ThrottleConfig()
     audit: AuditConfig = AuditConfig()

@@ -160,7 +160,9 @@ class Authenticator:
                 self._missing_kind(declared.kind), source=self._config.source, key=f"backends.{declared.name}.kind"
             )
         runtime = self._runtime
-        context = BackendContext(declared, root=self._config, store=lambda: runtime.store, clock=runtime.clock)
+        context = BackendContext(
+            declared, root=self._config, store=lambda: runtime.store, clock=runtime.clock, admission=runtime.admission
+        )
         try:
             backend = factory(context)
         except NxauthError:

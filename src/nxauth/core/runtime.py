@@ -1,5 +1,6 @@
 """What a session, and nxauth's own integrations, need of an authenticator:
 the configuration, the clock, the built backends and stacks, the throttle,
+the admission gate,
 stage 1, the store, the thread pools, and the audit emitter.
 
 Internal.  An :class:`~nxauth.Authenticator` builds one and never hands it
@@ -17,6 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, final
 
+from nxauth.admission import Admission
 from nxauth.config import Config, Control
 from nxauth.core.observers import Observers
 from nxauth.core.stage1 import Stage1
@@ -62,6 +64,7 @@ class Runtime:
         "_pm",
         "_store",
         "_timeout_executor",
+        "admission",
         "backends",
         "clock",
         "config",
@@ -80,6 +83,11 @@ class Runtime:
         self._executor: concurrent.futures.ThreadPoolExecutor | None = None
         self._timeout_executor: concurrent.futures.ThreadPoolExecutor | None = None
         self.throttle = Throttle(lambda: self.store, config.throttle, clock=clock)
+        limits = config.admission
+        #: the gate in front of password hashes, shared by every backend of this authenticator
+        self.admission = Admission(
+            limits.hashes, max_waiting=limits.queue, wait=limits.wait, halflife=limits.penalty_halflife
+        )
         self.backends: Mapping[str, Backend] = {}
         self.plan = Plan((), (), needs_timeouts=False)
         self.stage1 = Stage1(config, self.backends, self.emit, clock)

@@ -438,6 +438,7 @@ class Session:
         try:
             username = auth.canonical_username(raw_username)
         except InvalidUsername as exc:
+            auth.admission.penalize(self.peer)
             self._record_failure(None)
             self._fail(2, Reason.INVALID_USERNAME, Method.PASSWORD, shown, invalid_user=True, detail=exc.word)
         who = (Method.PASSWORD, username)
@@ -448,6 +449,7 @@ class Session:
             self._fail(2, Reason.THROTTLE_UNAVAILABLE, Method.PASSWORD, username)
         if isinstance(reservation, Lockout):
             lockout = reservation
+            auth.admission.penalize(self.peer)  # still guessing: no hash, and served last when it gets one
             self._fail(
                 2,
                 Reason.LOCKED_OUT,
@@ -470,6 +472,8 @@ class Session:
                 raise Denied(Reason.CANCELLED, backend=identity.backend)
         except Denied as denied:
             reason = denied.reason
+            if denied.counted:
+                auth.admission.penalize(self.peer)  # its source's later hashes wait behind clean sources'
             if not auth.throttle.try_settle(reservation, Settle.FAILURE if denied.counted else Settle.RELEASE):
                 reason = Reason.THROTTLE_UNAVAILABLE  # not counted: fail closed, audited
             self._fail(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any, final
 
+from nxauth.admission import Overloaded
 from nxauth.config import Control
 from nxauth.details import vet_detail
 from nxauth.model import ConversationFailed, ConversationUnavailable, Decision, Reason, Verdict
@@ -97,6 +98,8 @@ def run_step(step: Step, executor: concurrent.futures.Executor | None = None) ->
         return Verdict.deny(Reason.CONVERSATION_UNAVAILABLE)
     except ConversationFailed:
         return Verdict.deny(Reason.CONVERSATION_FAILED)
+    except Overloaded as exc:  # the admission gate's refusal: its word is nxauth's own
+        return Verdict.deny(Reason.OVERLOADED, f"admission-{exc.word}")
     except Exception as exc:  # noqa: BLE001 - every failure of a backend is a deny
         # the type only: an exception's text may carry what the backend was given
         log.warning("backend %s raised %s", step.name, type(exc).__name__)

@@ -37,6 +37,7 @@ NOT_COUNTED: Final = frozenset(
         Reason.CONVERSATION_UNAVAILABLE,
         Reason.AUDIT_FAILED,
         Reason.LOGIN_TIMEOUT,
+        Reason.OVERLOADED,
     }
 )
 INVALID_USER_REASONS: Final = frozenset({Reason.UNKNOWN_USER, Reason.NO_DECISION})

@@ -37,8 +37,6 @@ nor locked out.
 from __future__ import annotations
 
 import enum
-import functools
-import ipaddress
 import itertools
 import logging
 import secrets
@@ -47,6 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final, final
 
+from nxauth.admission import NO_SOURCE, source_key
 from nxauth.config import ThrottleConfig
 from nxauth.errors import StoreError
 from nxauth.model import Peer
@@ -60,8 +59,6 @@ log = logging.getLogger("nxauth")
 SWEEP_EVERY: Final = 16
 #: The most rows of each table one sweep deletes.
 SWEEP_ROWS: Final = 256
-#: The pair key of a peer whose host is not an IP address.
-NO_SOURCE: Final = "host:-"
 
 
 def user_key(username: str) -> str:
@@ -72,21 +69,6 @@ def pair_key(username: str, source: str | None) -> str:
     """``pair:addr:198.51.100.7 alice``: a source key has no space, so the
     first space ends it whatever the username holds."""
     return f"pair:{source or NO_SOURCE} {username}"
-
-
-@functools.lru_cache(maxsize=4096)
-def source_key(host: str) -> str | None:
-    """``addr:198.51.100.7`` for IPv4, ``net:2001:db8::/64`` for IPv6, ``None``
-    when the host is not an IP address."""
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return None
-    if isinstance(address, ipaddress.IPv6Address):
-        if address.ipv4_mapped is not None:
-            return f"addr:{address.ipv4_mapped}"
-        return f"net:{ipaddress.IPv6Network((address, 64), strict=False)}"
-    return f"addr:{address}"
 
 
 @final

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Final, NoReturn, final
 
+from nxauth.admission import Admission
 from nxauth.config import BackendConfig, Config, Options
 from nxauth.errors import ConfigError, PluginError
 
@@ -22,7 +23,8 @@ __all__ = ["BackendContext", "BackendFactory", "BackendRegistry"]
 @final
 class BackendContext:
     """What a backend factory gets: the instance's name and options, and the
-    authenticator's long-lived things (configuration, store, state directory)."""
+    authenticator's long-lived things (configuration, store, state directory,
+    the admission gate for expensive work)."""
 
     __module__ = "nxauth"
 
@@ -33,8 +35,11 @@ class BackendContext:
         root: Config,
         store: Callable[[], Store],
         clock: Callable[[], float] = time.time,
+        admission: Admission | None = None,
     ) -> None:
         self.name = config.name
+        #: the authenticator's gate for expensive work (password hashes): see :class:`nxauth.Admission`
+        self.admission = admission if admission is not None else Admission()
         self.clock = clock
         self.kind = config.kind
         self.timeout = config.timeout

@@ -41,6 +41,7 @@ ALLOWED: frozenset[str] = frozenset(
     {
         "nxauth",
         "nxauth.__main__",
+        "nxauth.admission",  # the throttle's source keys; built-ins only
         "nxauth.backends",
         "nxauth.backends.authorized_keys",
         "nxauth.backends.keystore",
