@@ -9,8 +9,11 @@ database with argon2id), measured in one run:
   ``--concurrency`` connections at a time, every connection trying wrong
   passwords until the server closes it, for unknown users and for known
   ones (bob, carol; alice is not attacked, her address is clean);
-* attack, no gate: the same attack with ``[admission] hashes = 4096`` (the
-  gate never holds anyone back: how nxauth behaved before it had one).
+* attack, no reserve: the same attack with ``[admission] reserve = 0`` (every
+  hash slot open to the failing sources too);
+* with ``--before SRC``, the same attack against an older nxauth (the
+  ``src/`` of another checkout, e.g. a ``git worktree`` of the commit
+  before the admission gate), for a before/after in the same run.
 
 Each phase runs its own ``nxauth serve`` process on a fresh state
 directory. A login is timed from the TCP connect to ``NX> 200``. Prints the
@@ -18,7 +21,7 @@ p50 and p99 of each phase and their ratios to the quiet phase's, how many of
 alice's logins failed, and how many guesses the attackers made and what
 they were told; never asserts.
 
-    .venv/bin/python benchmarks/bench_attack.py [--seconds 20] [--attackers 8] [--sources 500]
+    .venv/bin/python benchmarks/bench_attack.py [--seconds 20] [--attackers 8] [--sources 500] [--before SRC]
 """
 
 from __future__ import annotations
@@ -71,7 +74,9 @@ def prepare(state: Path, key: TransportKey) -> None:
     auth.close()
 
 
-def start_serve(work: Path, name: str, key: TransportKey, admission: dict[str, Any]) -> tuple[subprocess.Popen[bytes], int]:
+def start_serve(
+    work: Path, name: str, key: TransportKey, admission: dict[str, Any], source: str | None
+) -> tuple[subprocess.Popen[bytes], int]:
     state = work / name
     prepare(state, key)
     port = free_port()
@@ -80,10 +85,14 @@ def start_serve(work: Path, name: str, key: TransportKey, admission: dict[str, A
         lines += ["[admission]", *(f"{k} = {v}" for k, v in admission.items())]
     config = work / f"{name}.toml"
     config.write_text("\n".join(lines) + "\n")
+    env = dict(os.environ)
+    if source is not None:  # an older nxauth: its configuration has no [admission] keys given here
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (source, env.get("PYTHONPATH"))))
     process = subprocess.Popen(
         [sys.executable, "-m", "nxauth", "--config", str(config), "serve"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        env=env,
     )
     end = time.monotonic() + 30
     while time.monotonic() < end:
@@ -132,7 +141,7 @@ async def attempt(port: int, key: asyncssh.SSHKey, source: str, user_of: Any, pa
     return (first or time.perf_counter() - start), last
 
 
-def attacker(port: int, private: bytes, sources: list[str], concurrency: int, stop: Any, results: Any) -> None:
+def attacker(port: int, private: bytes, sources: list[str], concurrency: int, stop: Any, results: Any) -> None:  # noqa: PLR0917
     key = asyncssh.import_private_key(private)
     rng = random.Random(os.getpid())
     told: Counter[str] = Counter()
@@ -216,8 +225,17 @@ def p99(values: list[float]) -> float:
     return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
 
 
-def phase(work: Path, name: str, key: TransportKey, args: argparse.Namespace, *, attack: bool, admission: dict[str, Any]) -> dict[str, Any]:
-    server, port = start_serve(work, name, key, admission)
+def phase(
+    work: Path,
+    name: str,
+    key: TransportKey,
+    args: argparse.Namespace,
+    *,
+    attack: bool,
+    admission: dict[str, Any],
+    source: str | None,
+) -> dict[str, Any]:
+    server, port = start_serve(work, name, key, admission, source)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     results = context.Queue()
@@ -227,7 +245,9 @@ def phase(work: Path, name: str, key: TransportKey, args: argparse.Namespace, *,
         if attack:
             private = key.private_openssh()
             attackers = [
-                context.Process(target=attacker, args=(port, private, sources[i::args.attackers], args.concurrency, stop, results))
+                context.Process(
+                    target=attacker, args=(port, private, sources[i :: args.attackers], args.concurrency, stop, results)
+                )
                 for i in range(args.attackers)
             ]
             for process in attackers:
@@ -264,17 +284,28 @@ def main() -> int:
     parser.add_argument("--sources", type=int, default=500, help="loopback addresses the attackers use")
     parser.add_argument("--concurrency", type=int, default=4, help="connections at a time per attacker")
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds of attack before alice starts")
+    parser.add_argument(
+        "--before",
+        metavar="SRC",
+        help="also run the attack against the nxauth in SRC (the src/ of an older checkout, put first on PYTHONPATH)",
+    )
     args = parser.parse_args()
     key = TransportKey("bench")
     rows = []
     with tempfile.TemporaryDirectory(prefix="nxauth-attack-") as tmp:
         work = Path(tmp)
-        for name, attack, admission in (
-            ("quiet", False, {}),
-            ("attack", True, {}),
-            ("attack, no gate", True, {"hashes": 4096}),
-        ):
-            result = phase(work, name.replace(", ", "-").replace(" ", "-"), key, args, attack=attack, admission=admission)
+        phases: list[tuple[str, bool, dict[str, Any], str | None]] = [
+            ("quiet", False, {}, None),
+            ("attack", True, {}, None),
+            ("attack, no reserve", True, {"reserve": 0}, None),
+        ]
+        if args.before:
+            phases.append(("attack, before", True, {}, args.before))
+        for name, attack, admission, source in phases:
+            result = phase(
+                work, name.replace(", ", "-").replace(" ", "-"), key, args, attack=attack, admission=admission,
+                source=source,
+            )  # fmt: skip
             rows.append((name, result))
             print(f"  {name}: done", file=sys.stderr, flush=True)
     print(
@@ -283,7 +314,9 @@ def main() -> int:
     )
     quiet = rows[0][1]["latencies"]
     base50, base99 = statistics.median(quiet), p99(quiet)
-    print(f"  {'phase':<18} {'logins':>6} {'failed':>6} {'p50 ms':>8} {'p99 ms':>8} {'p50 x':>6} {'p99 x':>6}  attackers' guesses, answers")
+    print(
+        f"  {'phase':<18} {'logins':>6} {'failed':>6} {'p50 ms':>8} {'p99 ms':>8} {'p50 x':>6} {'p99 x':>6}  attackers' guesses, answers"
+    )
     for name, result in rows:
         values = result["latencies"]
         if not values:

@@ -20,6 +20,10 @@ How, in the spirit of sshd's ``MaxStartups`` and ``PerSourcePenalties``:
   or that sends many attempts at once, is served after one that does not —
   it cannot starve it, whether it uses one address or five hundred, as long
   as its addresses are the ones that fail;
+- ``reserve`` of the slots are kept for *clean* sources (a penalty below
+  :data:`CLEAN_BELOW`: a user who mistyped once stays clean): however many
+  failing sources wait, a clean one finds a slot at once or next, and
+  cores are left for the rest of the server (its event loop, stage 1);
 - a full queue drops its worst waiter for a better newcomer, or refuses the
   newcomer (:class:`Overloaded`, ``queue-full``); a waiter still queued after
   ``wait`` seconds gives up (:class:`Overloaded`, ``wait-exceeded``).  The
@@ -40,12 +44,14 @@ import itertools
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Final, final
 
 from nxauth.errors import NxauthError, UsageError
 
 if TYPE_CHECKING:
+    import asyncio
+
     from nxauth.model import Peer
 
 __all__ = ["Admission", "Overloaded", "default_slots", "source_key"]
@@ -55,6 +61,8 @@ __all__ = ["Admission", "Overloaded", "default_slots", "source_key"]
 MAX_SOURCES: Final = 65_536
 #: The source of a peer that is not an IP address.
 NO_SOURCE: Final = "host:-"
+#: A source whose penalty is below this is clean: it may use the reserved slots.
+CLEAN_BELOW: Final = 2.0
 
 
 @functools.lru_cache(maxsize=4096)
@@ -70,6 +78,12 @@ def source_key(host: str) -> str | None:
             return f"addr:{address.ipv4_mapped}"
         return f"net:{ipaddress.IPv6Network((address, 64), strict=False)}"
     return f"addr:{address}"
+
+
+def default_reserve(slots: int) -> int:
+    """The slots kept for clean sources by default: a quarter, at least one
+    when there are two or more."""
+    return max(1, slots // 4) if slots >= 2 else 0
 
 
 def default_slots() -> int:
@@ -97,19 +111,71 @@ class Overloaded(NxauthError):
 
 
 @final
-class _Waiter:
-    __slots__ = ("event", "granted", "priority", "refused", "seq", "source")
+class _Book:
+    """Sources' penalties (decayed counts of failures), shared by the gates of
+    one authenticator.  Its own lock: a gate reads it under the gate's lock."""
 
-    def __init__(self, source: str, priority: float, seq: int) -> None:
+    __slots__ = ("_clock", "_entries", "_lock", "halflife")
+
+    def __init__(self, halflife: float, clock: Callable[[], float]) -> None:
+        self.halflife = halflife
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._entries: dict[str, tuple[float, float]] = {}  # source -> (score, when)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def penalty(self, source: str) -> float:
+        with self._lock:
+            return self._decayed(source, self._clock())
+
+    def _decayed(self, source: str, now: float) -> float:
+        entry = self._entries.get(source)
+        if entry is None:
+            return 0.0
+        score, when = entry
+        return float(score * 0.5 ** (max(0.0, now - when) / self.halflife))
+
+    def add(self, source: str, weight: float) -> None:
+        with self._lock:
+            now = self._clock()
+            self._entries[source] = (self._decayed(source, now) + weight, now)
+            if len(self._entries) > MAX_SOURCES:
+                ranked = sorted(self._entries, key=lambda key: self._decayed(key, now))
+                for key in ranked[: len(ranked) // 2]:  # forget the half with the smallest penalties
+                    del self._entries[key]
+
+
+@final
+class _Waiter:
+    __slots__ = ("clean", "event", "future", "granted", "loop", "priority", "refused", "seq", "source")
+
+    def __init__(self, source: str, priority: float, seq: int, *, clean: bool) -> None:
         self.source = source
+        self.clean = clean
         self.priority = priority
         self.seq = seq
         self.event = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None  # an async waiter's loop and future
+        self.future: asyncio.Future[None] | None = None
         self.granted = False
         self.refused = False
 
+    def wake(self) -> None:
+        """Granted or refused (the caller holds the gate's lock): tell the waiter."""
+        self.event.set()
+        if self.loop is not None and self.future is not None:
+            with contextlib.suppress(RuntimeError):  # a loop closed meanwhile: nobody waits any more
+                self.loop.call_soon_threadsafe(_resolve, self.future)
+
     def rank(self) -> tuple[float, int]:
         return (self.priority, self.seq)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 @final
@@ -117,9 +183,12 @@ class Admission:
     """A bounded, source-fair gate for expensive work (see the module docstring).
 
     ``slots``: how many run at once (0: :func:`default_slots`);
+    ``reserve``: how many of them only clean sources may take (``None``:
+    :func:`default_reserve`; at most ``slots - 1``);
     ``max_waiting``: how many may wait (0: none, a busy gate refuses at once);
     ``wait``: seconds a caller may wait; ``halflife``: seconds after which a
-    source's penalty is halved.  Use :meth:`admit` around the work and
+    source's penalty is halved.  ``shares``: another gate whose penalties
+    this one reads and writes (its ``halflife`` and ``clock`` then apply).  Use :meth:`admit` around the work and
     :meth:`penalize` when a source's attempt failed.
     """
 
@@ -129,10 +198,12 @@ class Admission:
         self,
         slots: int = 0,
         *,
+        reserve: int | None = None,
         max_waiting: int = 256,
         wait: float = 5.0,
         halflife: float = 300.0,
         clock: Callable[[], float] = time.monotonic,
+        shares: Admission | None = None,
     ) -> None:
         for name, value, low, high in (("slots", slots, 0, 4096), ("max_waiting", max_waiting, 0, 65_536)):
             if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
@@ -141,19 +212,27 @@ class Admission:
             if isinstance(number, bool) or not isinstance(number, int | float) or not number > 0:
                 raise UsageError(f"{name} must be a positive number of seconds")
         self.slots = slots or default_slots()
+        if reserve is None:
+            reserve = default_reserve(self.slots)
+        elif isinstance(reserve, bool) or not isinstance(reserve, int) or not 0 <= reserve < self.slots:
+            raise UsageError(f"reserve must be an integer from 0 to slots - 1 ({self.slots - 1})")
+        self.reserve = reserve
+        #: slots that sources which are not clean may take together
+        self._open = self.slots - reserve
         self.max_waiting = max_waiting
         self.wait = float(wait)
-        self.halflife = float(halflife)
-        self._clock = clock
         self._lock = threading.Lock()
         self._running = 0
         self._waiters: dict[int, _Waiter] = {}
         self._queued: dict[str, int] = {}  # source -> waiters of that source
-        self._penalties: dict[str, tuple[float, float]] = {}  # source -> (score, when)
+        self._book: _Book = shares._book if shares is not None else _Book(float(halflife), clock)
+        self.halflife = self._book.halflife
         self._seq = itertools.count()
 
     def __repr__(self) -> str:
-        return f"Admission(slots={self.slots}, max_waiting={self.max_waiting}, wait={self.wait:g})"
+        return (
+            f"Admission(slots={self.slots}, reserve={self.reserve}, max_waiting={self.max_waiting}, wait={self.wait:g})"
+        )
 
     # ------------------------------------------------------------ state
 
@@ -176,31 +255,12 @@ class Admission:
 
     def penalty(self, peer: Peer | None) -> float:
         """The source's current penalty (its decayed count of failures)."""
-        with self._lock:
-            return self._penalty(self.source_of(peer), self._clock())
-
-    def _penalty(self, source: str, now: float) -> float:
-        entry = self._penalties.get(source)
-        if entry is None:
-            return 0.0
-        score, when = entry
-        return float(score * 0.5 ** (max(0.0, now - when) / self.halflife))
+        return self._book.penalty(self.source_of(peer))
 
     def penalize(self, peer: Peer | None, weight: float = 1.0) -> None:
         """Record a failure of ``peer``'s source: its later work waits behind
         the work of sources that do not fail."""
-        source = self.source_of(peer)
-        with self._lock:
-            now = self._clock()
-            self._penalties[source] = (self._penalty(source, now) + weight, now)
-            if len(self._penalties) > MAX_SOURCES:
-                self._forget(now)
-
-    def _forget(self, now: float) -> None:
-        """Drop the half of the book with the smallest penalties."""
-        ranked = sorted(self._penalties, key=lambda source: self._penalty(source, now))
-        for source in ranked[: len(ranked) // 2]:
-            del self._penalties[source]
+        self._book.add(self.source_of(peer), weight)
 
     # ------------------------------------------------------------ the gate
 
@@ -215,30 +275,78 @@ class Admission:
         finally:
             self._release()
 
-    def _acquire(self, source: str, wait: float) -> None:
-        with self._lock:
-            if self._running < self.slots:  # no waiters then: a slot is never free while someone waits
-                self._running += 1
-                return
-            now = self._clock()
-            priority = self._penalty(source, now) + self._queued.get(source, 0)
-            waiter = _Waiter(source, priority, next(self._seq))
-            if len(self._waiters) >= self.max_waiting:
-                worst = max(self._waiters.values(), key=_Waiter.rank, default=None)
-                if worst is None or worst.priority <= priority:
-                    raise Overloaded("queue-full")
-                self._unqueue(worst)
-                worst.refused = True
-                worst.event.set()
-            self._waiters[waiter.seq] = waiter
-            self._queued[source] = self._queued.get(source, 0) + 1
-        waiter.event.wait(wait)
+    @contextlib.asynccontextmanager
+    async def admit_async(self, peer: Peer | None, *, wait: float | None = None) -> AsyncIterator[None]:
+        """:meth:`admit` for a coroutine: the wait holds no thread.  A
+        cancelled wait leaves the queue (or gives back the slot it got)."""
+        await self._acquire_async(self.source_of(peer), self.wait if wait is None else wait)
+        try:
+            yield
+        finally:
+            self._release()
+
+    def _enqueue(self, source: str) -> _Waiter | None:
+        """Under the lock: ``None`` when admitted at once, else the queued
+        waiter (or :class:`Overloaded` when there is no room)."""
+        penalty = self._book.penalty(source)
+        clean = penalty < CLEAN_BELOW
+        # Below its limit, nobody of its kind waits (a clean waiter only while
+        # every slot is taken, another only while the open ones are): taking
+        # the slot passes nobody.
+        if self._running < (self.slots if clean else self._open):
+            self._running += 1
+            return None
+        priority = penalty + self._queued.get(source, 0)
+        waiter = _Waiter(source, priority, next(self._seq), clean=clean)
+        if len(self._waiters) >= self.max_waiting:
+            worst = max(self._waiters.values(), key=_Waiter.rank, default=None)
+            if worst is None or worst.priority <= priority:
+                raise Overloaded("queue-full")
+            self._unqueue(worst)
+            worst.refused = True
+            worst.wake()
+        self._waiters[waiter.seq] = waiter
+        self._queued[source] = self._queued.get(source, 0) + 1
+        return waiter
+
+    def _settle(self, waiter: _Waiter) -> None:
+        """After the wait: return admitted, or leave and raise."""
         with self._lock:
             if waiter.granted:
                 return
             if not waiter.refused:
                 self._unqueue(waiter)
         raise Overloaded("queue-full" if waiter.refused else "wait-exceeded")
+
+    def _acquire(self, source: str, wait: float) -> None:
+        with self._lock:
+            waiter = self._enqueue(source)
+        if waiter is not None:
+            waiter.event.wait(wait)
+            self._settle(waiter)
+
+    async def _acquire_async(self, source: str, wait: float) -> None:
+        import asyncio  # here: the throttle's source keys come from this module, on sshd's lean path
+
+        loop = asyncio.get_running_loop()
+        with self._lock:
+            waiter = self._enqueue(source)
+            if waiter is None:
+                return
+            waiter.loop, waiter.future = loop, loop.create_future()  # before the lock goes: no wake is missed
+        try:
+            await asyncio.wait_for(asyncio.shield(waiter.future), wait)
+        except TimeoutError:
+            pass
+        except asyncio.CancelledError:
+            with self._lock:
+                granted = waiter.granted
+                if not granted and not waiter.refused:
+                    self._unqueue(waiter)
+            if granted:
+                self._release()
+            raise
+        self._settle(waiter)
 
     def _unqueue(self, waiter: _Waiter) -> None:
         del self._waiters[waiter.seq]
@@ -250,10 +358,13 @@ class Admission:
 
     def _release(self) -> None:
         with self._lock:
-            if not self._waiters:
+            best = min(self._waiters.values(), key=_Waiter.rank, default=None)
+            if best is not None and not best.clean and self._running - 1 >= self._open:
+                # the slot freed is a reserved one: only a clean waiter may have it
+                best = min((w for w in self._waiters.values() if w.clean), key=_Waiter.rank, default=None)
+            if best is None:
                 self._running -= 1
                 return
-            best = min(self._waiters.values(), key=_Waiter.rank)
             self._unqueue(best)
             best.granted = True  # the slot passes on: running stays
-            best.event.set()
+            best.wake()

@@ -91,6 +91,7 @@ PROSE_DEFAULTS = {
     ("store", "node"),
     ("audit", "table"),
     ("server", "node_key"),
+    ("admission", "reserve"),
 }
 
 

@@ -122,6 +122,7 @@ def _session(se: Options) -> SessionConfig:
 def _admission(ad: Options) -> AdmissionConfig:
     return AdmissionConfig(
         hashes=ad.integer("hashes", 0, minimum=0, maximum=4096),
+        reserve=ad.integer("reserve", minimum=0, maximum=4095),
         queue=ad.integer("queue", 256, minimum=0, maximum=65536),
         wait=ad.number("wait", 5.0, minimum=0.01, maximum=600.0, unit=_SECONDS),
         penalty_halflife=ad.number("penalty_halflife", 300.0, minimum=1.0, maximum=_DAY, unit=_SECONDS),

@@ -93,6 +93,8 @@ class SessionConfig:
 class AdmissionConfig:
     #: password hashes at once; 0: the cores this process may run on
     hashes: int = 0
+    #: slots kept for clean sources; None: a quarter, at least 1 of 2 or more
+    reserve: int | None = None
     #: logins that may wait for a hash slot
     queue: int = 256
     #: seconds a login may wait for one

@@ -23,6 +23,7 @@ from nxauth.config import Config, Control
 from nxauth.core.observers import Observers
 from nxauth.core.stage1 import Stage1
 from nxauth.core.throttle import Throttle
+from nxauth.errors import ConfigError, UsageError
 from nxauth.store import open_store
 from nxauth.usernames import InvalidUsername, normalize_username
 
@@ -68,6 +69,7 @@ class Runtime:
         "backends",
         "clock",
         "config",
+        "login_gate",
         "plan",
         "stage1",
         "throttle",
@@ -85,9 +87,19 @@ class Runtime:
         self.throttle = Throttle(lambda: self.store, config.throttle, clock=clock)
         limits = config.admission
         #: the gate in front of password hashes, shared by every backend of this authenticator
-        self.admission = Admission(
-            limits.hashes, max_waiting=limits.queue, wait=limits.wait, halflife=limits.penalty_halflife
-        )
+        try:
+            self.admission = Admission(
+                limits.hashes,
+                reserve=limits.reserve,
+                max_waiting=limits.queue,
+                wait=limits.wait,
+                halflife=limits.penalty_halflife,
+            )
+        except UsageError as exc:  # the one check the parser cannot make: reserve < the cores found here
+            raise ConfigError(str(exc), source=config.source, key="admission.reserve") from None
+        #: the gate in front of login_async's threads: ``session.workers`` logins at once, the
+        #: others waiting without a thread, clean sources first (the same penalties)
+        self.login_gate = Admission(config.session.workers, max_waiting=65_536, wait=limits.wait, shares=self.admission)
         self.backends: Mapping[str, Backend] = {}
         self.plan = Plan((), (), needs_timeouts=False)
         self.stage1 = Stage1(config, self.backends, self.emit, clock)
@@ -117,12 +129,15 @@ class Runtime:
         return store
 
     def executor(self) -> concurrent.futures.ThreadPoolExecutor:
-        """The bounded pool that runs the synchronous core for ``login_async``."""
+        """The bounded pool that runs the synchronous core for ``login_async``
+        and the embedded server's stage 1: twice ``session.workers`` threads,
+        of which logins (through :attr:`login_gate`) hold at most half, so a
+        stage-1 call never queues behind logins waiting for a hash."""
         if self._executor is None:
             with self._lock:
                 if self._executor is None:
                     self._executor = concurrent.futures.ThreadPoolExecutor(
-                        max_workers=self.config.session.workers, thread_name_prefix="nxauth"
+                        max_workers=self.config.session.workers * 2, thread_name_prefix="nxauth"
                     )
         return self._executor
 

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
+from nxauth.admission import Overloaded
 from nxauth.codes import Method, Outcome
 from nxauth.core.cancel import Cancel, async_relay, run_cancellable
 from nxauth.core.stage1 import Caller
@@ -411,9 +412,30 @@ class Session:
         audited and counted), and one that had just succeeded is taken back
         (the session is closed, audited ``cancelled``)."""
         cancel = Cancel()
-        relay = async_relay(conversation, asyncio.get_running_loop(), cancel)
+        loop = asyncio.get_running_loop()
+        relay = async_relay(conversation, loop, cancel)
         login = partial(self._login_checked, username, password, relay, deadline)
-        return await run_cancellable(self._auth.executor(), login, self._take_back, cancel)
+        gate = self._auth.login_gate
+        wait = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            async with gate.admit_async(self.peer, wait=wait):
+                return await run_cancellable(self._auth.executor(), login, self._take_back, cancel)
+        except Overloaded as exc:  # (from the gate only: a login's own refusals are verdicts)
+            await loop.run_in_executor(None, self._refuse_busy, username, exc.word)
+            raise AssertionError("unreachable") from None  # _refuse_busy raises
+
+    def _refuse_busy(self, raw_username: object, word: str) -> NoReturn:
+        """Every thread of ``login_async`` stayed busy: refused before any
+        check, audited, counted neither by the throttle nor against
+        ``max_attempts`` (the client asked nothing wrong)."""
+        shown = raw_username if isinstance(raw_username, str) else repr(type(raw_username))
+        with self._lock:
+            self._gate(2, Method.PASSWORD, shown)
+            username = self._auth.canonical_or_none(raw_username) or shown
+            self._fail(
+                2, Reason.OVERLOADED, Method.PASSWORD, username, outcome=Outcome.REFUSED, count=False,
+                detail=f"workers-{word}",
+            )  # fmt: skip
 
     def _take_back(self) -> None:
         """A cancelled ``login_async`` whose login had just succeeded: nobody got the identity; drop it, close."""

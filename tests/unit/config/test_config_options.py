@@ -77,6 +77,7 @@ _KIND_OF_OPTIONAL = {
     "str | None": "string",
     "SecretRef | Secret | None": "secret",
     "bool | None": "boolean",
+    "int | None": "integer",
 }
 
 
