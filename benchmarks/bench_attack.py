@@ -9,8 +9,11 @@ database with argon2id), measured in one run:
   ``--concurrency`` connections at a time, every connection trying wrong
   passwords until the server closes it, for unknown users and for known
   ones (bob, carol; alice is not attacked, her address is clean);
-* attack, no reserve: the same attack with ``[admission] reserve = 0`` (every
-  hash slot open to the failing sources too);
+* attack, no penalties: the same attack with ``[server] penalties = false``
+  (sshd's PerSourcePenalties off: the failing sources keep connecting, the
+  admission gate alone keeps alice's logins fast);
+* attack, neither: penalties off and ``[admission] reserve = 0`` too (every
+  hash slot open to the failing sources);
 * with ``--before SRC``, the same attack against an older nxauth (the
   ``src/`` of another checkout, e.g. a ``git worktree`` of the commit
   before the admission gate), for a before/after in the same run.
@@ -75,18 +78,22 @@ def prepare(state: Path, key: TransportKey) -> None:
 
 
 def start_serve(
-    work: Path, name: str, key: TransportKey, admission: dict[str, Any], source: str | None
+    work: Path, name: str, key: TransportKey, settings: dict[str, Any], source: str | None
 ) -> tuple[subprocess.Popen[bytes], int]:
     state = work / name
     prepare(state, key)
     port = free_port()
-    lines = [f'state_dir = "{state}"', "[server]", 'listen = ["127.0.0.1"]', f"port = {port}", "[audit]", "log = false"]
-    if admission:
-        lines += ["[admission]", *(f"{k} = {v}" for k, v in admission.items())]
+    tables: dict[str, dict[str, Any]] = {"server": {"listen": '["127.0.0.1"]', "port": port}, "audit": {"log": "false"}}
+    for dotted, value in settings.items():
+        table, _, name = dotted.partition(".")
+        tables.setdefault(table, {})[name] = value
+    lines = [f'state_dir = "{state}"']
+    for table, values in tables.items():
+        lines += [f"[{table}]", *(f"{k} = {v}" for k, v in values.items())]
     config = work / f"{name}.toml"
     config.write_text("\n".join(lines) + "\n")
     env = dict(os.environ)
-    if source is not None:  # an older nxauth: its configuration has no [admission] keys given here
+    if source is not None:  # an older nxauth: it is given no key it may not know
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (source, env.get("PYTHONPATH"))))
     process = subprocess.Popen(
         [sys.executable, "-m", "nxauth", "--config", str(config), "serve"],
@@ -232,10 +239,10 @@ def phase(
     args: argparse.Namespace,
     *,
     attack: bool,
-    admission: dict[str, Any],
+    settings: dict[str, Any],
     source: str | None,
 ) -> dict[str, Any]:
-    server, port = start_serve(work, name, key, admission, source)
+    server, port = start_serve(work, name, key, settings, source)
     context = multiprocessing.get_context("spawn")
     stop = context.Event()
     results = context.Queue()
@@ -297,13 +304,14 @@ def main() -> int:
         phases: list[tuple[str, bool, dict[str, Any], str | None]] = [
             ("quiet", False, {}, None),
             ("attack", True, {}, None),
-            ("attack, no reserve", True, {"reserve": 0}, None),
+            ("attack, no penalties", True, {"server.penalties": "false"}, None),
+            ("attack, neither", True, {"server.penalties": "false", "admission.reserve": 0}, None),
         ]
         if args.before:
             phases.append(("attack, before", True, {}, args.before))
-        for name, attack, admission, source in phases:
+        for name, attack, settings, source in phases:
             result = phase(
-                work, name.replace(", ", "-").replace(" ", "-"), key, args, attack=attack, admission=admission,
+                work, name.replace(", ", "-").replace(" ", "-"), key, args, attack=attack, settings=settings,
                 source=source,
             )  # fmt: skip
             rows.append((name, result))

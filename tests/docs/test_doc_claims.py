@@ -92,6 +92,7 @@ PROSE_DEFAULTS = {
     ("audit", "table"),
     ("server", "node_key"),
     ("admission", "reserve"),
+    ("server", "max_startups"),
 }
 
 

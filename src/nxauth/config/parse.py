@@ -204,7 +204,36 @@ def _server(sv: Options, path: Callable[[str | None], Path | None]) -> ServerCon
         port=sv.integer("port", 4022, minimum=1, maximum=65535),
         host_key=path(sv.string("host_key")),
         node_key=path(sv.string("node_key", allow_empty=False)),
+        max_startups=_max_startups(sv),
+        per_source_max_startups=sv.integer("per_source_max_startups", 10, minimum=0, maximum=1 << 20),
+        penalties=sv.boolean("penalties", True),
+        penalty_authfail=sv.number("penalty_authfail", 5.0, minimum=0.0, maximum=_DAY, unit=_SECONDS),
+        penalty_noauth=sv.number("penalty_noauth", 1.0, minimum=0.0, maximum=_DAY, unit=_SECONDS),
+        penalty_grace=sv.number("penalty_grace", 10.0, minimum=0.0, maximum=_DAY, unit=_SECONDS),
+        penalty_max=sv.number("penalty_max", 600.0, minimum=1.0, maximum=_DAY, unit=_SECONDS),
+        penalty_min=sv.number("penalty_min", 15.0, minimum=0.0, maximum=_DAY, unit=_SECONDS),
+        login_grace_time=sv.number("login_grace_time", 120.0, minimum=1.0, maximum=_DAY, unit=_SECONDS),
     )
+
+
+def _max_startups(sv: Options) -> tuple[int, int, int]:
+    """``"start:rate:full"`` as sshd writes it, or one integer (``start`` =
+    ``full``: no random early drop)."""
+    raw = sv.raw("max_startups", "10:30:100")
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        if not 1 <= raw <= 1 << 20:
+            raise sv.error("max_startups", f"must be 1 to {1 << 20}, got {raw}")
+        return (raw, 100, raw)
+    expected = '"start:rate:full" (sshd\'s MaxStartups, e.g. "10:30:100") or an integer'
+    if not isinstance(raw, str):
+        raise sv.invalid("max_startups", expected, raw)
+    parts = raw.split(":")
+    if len(parts) != 3 or not all(part.isdigit() and part.isascii() for part in parts):
+        raise sv.invalid("max_startups", expected, raw)
+    start, rate, full = (int(part) for part in parts)
+    if not (1 <= start <= full <= 1 << 20 and 0 <= rate <= 100):
+        raise sv.error("max_startups", f"needs 1 <= start <= full and a rate of 0 to 100, got {quote(raw)}")
+    return (start, rate, full)
 
 
 _PG_SCHEMES: Final = ("postgresql://", "postgres://")

@@ -166,6 +166,19 @@ class ServerConfig:
     #: the private key this server host presents to its cluster's nodes: set,
     #: a user granted nodes may log in through this host to one of them
     node_key: Path | None = None
+    #: sshd's MaxStartups start:rate:full, over connections that have not passed stage 2
+    max_startups: tuple[int, int, int] = (10, 30, 100)
+    #: sshd's PerSourceMaxStartups (0: no limit)
+    per_source_max_startups: int = 10
+    #: sshd's PerSourcePenalties, in seconds
+    penalties: bool = True
+    penalty_authfail: float = 5.0
+    penalty_noauth: float = 1.0
+    penalty_grace: float = 10.0
+    penalty_max: float = 600.0
+    penalty_min: float = 15.0
+    #: sshd's LoginGraceTime: from the TCP accept to stage 2's success, at most
+    login_grace_time: float = 120.0
 
 
 @final

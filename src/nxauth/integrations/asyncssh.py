@@ -37,7 +37,6 @@ import concurrent.futures
 import contextlib
 import logging
 import os
-import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Final, final
 
@@ -49,7 +48,8 @@ from nxauth.errors import AuthenticationFailed, UsageError
 from nxauth.integrations._asyncssh_channel import ChannelIO, ChannelLineDialogue, ChannelTerminalDialogue
 from nxauth.integrations.exchange import run_exchange_async
 from nxauth.integrations.hostkey import ensure_host_key
-from nxauth.integrations.protocol import identity_environment
+from nxauth.integrations.session_command import INHERITED_ENV, SessionHandler, command_handler, session_environment
+from nxauth.integrations.startups import Startups, Ticket
 from nxauth.model import Identity, Reason, Secret
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ if TYPE_CHECKING:
     from nxauth.integrations.relay import Relay
 
 __all__ = [
+    "INHERITED_ENV",
     "NxauthServer",
     "SessionHandler",
     "command_handler",
@@ -68,8 +69,6 @@ __all__ = [
 
 log = logging.getLogger("nxauth")
 
-#: ``handler(identity, process)``: runs after stage 2 succeeded; returns the exit status (``None``: 0).
-SessionHandler = Callable[[Identity, "asyncssh.SSHServerProcess[bytes]"], Awaitable[int | None]]
 
 #: asyncssh options a host may tune.  Anything that could open another way
 #: in (authorized_client_keys, password_auth, forwarding, factories, ...) is
@@ -143,6 +142,10 @@ class _Connection(asyncssh.SSHServer):
         self._channel_opened = False
         self._channel_task: asyncio.Task[Any] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._grace: asyncio.TimerHandle | None = None  # server.login_grace_time
+        self._grace_exceeded = False
+        self._ticket: Ticket | None = None  # its place among the unauthenticated connections
+        self._host: str | None = None
         # stage-1 calls running in a worker thread: the connection's end waits for them
         self._stage1: list[concurrent.futures.Future[bool]] = []
         loop = asyncio.get_running_loop()
@@ -154,15 +157,50 @@ class _Connection(asyncssh.SSHServer):
     def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
         self._conn = conn
         peer = conn.get_extra_info("peername")
+        host = str(peer[0]) if isinstance(peer, tuple) and peer else None
+        self._server._connections.add(self)
+        ticket = self._server.startups.admit(host)
+        if isinstance(ticket, str):  # a pre-authentication limit (startups.py): no session, no event
+            conn.abort()
+            return
+        self._ticket, self._host = ticket, host
+        self._grace = asyncio.get_running_loop().call_later(self._server.startups.config.login_grace_time, self._late)
         try:
             self._session = self._auth.open_session((str(peer[0]), int(peer[1])))
         except (UsageError, TypeError, IndexError, ValueError):
             self._session = self._auth.open_session(None)
-        self._server._connections.add(self)
+
+    def _late(self) -> None:
+        """``server.login_grace_time`` ran out before stage 2 succeeded."""
+        self._grace_exceeded = True
+        session = self._session
+        if session is not None and not session.authenticated:
+            asyncio.get_running_loop().run_in_executor(
+                None, session.abort, Reason.LOGIN_TIMEOUT, "login-grace-exceeded"
+            )
+        self._close()
+
+    def authenticated(self) -> None:
+        """Stage 2 succeeded: the connection leaves the startups' counts."""
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._ticket is not None:
+            self._ticket.leave()
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._timer is not None:
             self._timer.cancel()
+        if self._grace is not None:
+            self._grace.cancel()
+        if self._ticket is not None and not self._ticket.left:
+            self._ticket.leave()  # ended unauthenticated: its source's penalty grows (sshd's PerSourcePenalties)
+            cfg = self._server.startups.config
+            session = self._session
+            failed = session is not None and session.attempts > 0
+            seconds = (
+                cfg.penalty_authfail if failed else cfg.penalty_grace if self._grace_exceeded else cfg.penalty_noauth
+            )
+            self._server.startups.penalise(self._host, seconds)
         if self._channel_task is not None and not self._channel_task.done():
             self._channel_task.cancel()
         session = self._session
@@ -311,6 +349,7 @@ class _Connection(asyncssh.SSHServer):
                 session, dialogue, timeout=server.login_timeout, keep_password=kept.append if server.relay else None
             )
             if identity is not None:
+                self.authenticated()
                 relayed = None
                 if server.relay is not None:
                     relayed = await server.relay.run(identity, kept[0] if kept else None, dialogue, process)
@@ -394,6 +433,9 @@ class NxauthServer:
         self.relay = relay  # logging in through this host to a node of the cluster
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._connections: set[_Connection] = set()
+        config = authenticator.config
+        #: the limits before stage 2 succeeds (sshd's MaxStartups, PerSourcePenalties, ...)
+        self.startups = Startups(config.server, exempt=config.throttle.exempt)
 
     def __repr__(self) -> str:
         return f"NxauthServer(addresses={self.addresses!r}, connections={len(self._connections)})"
@@ -503,86 +545,3 @@ async def start_server(
         **asyncssh_options,
     )
     return server
-
-
-# ---------------------------------------------------------------- nxauth serve's handler
-
-
-#: What the session command inherits from the server's environment (as sshd,
-#: never the whole of it: it may hold the secrets of the configuration).
-INHERITED_ENV: Final = ("PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ")
-
-
-def session_environment(base: Mapping[str, str] | None = None) -> dict[str, str]:
-    """The server's variables in :data:`INHERITED_ENV` and ``LC_*`` (from
-    ``base``, by default the process's environment)."""
-    source = os.environ if base is None else base
-    return {k: v for k, v in source.items() if k in INHERITED_ENV or k.startswith("LC_")}
-
-
-def command_handler(argv: Sequence[str], *, base_env: Mapping[str, str] | None = None) -> SessionHandler:
-    """A session handler that runs ``argv`` (no shell) with the channel as
-    its standard input, output and error, in the environment
-    :func:`session_environment` (``TERM`` too when the client asked for a
-    terminal) plus :func:`~nxauth.integrations.protocol.identity_environment`'s
-    ``NXAUTH_*`` variables; the client's own environment requests are ignored.
-    The exit status is the command's (128 + N when killed by signal N).  The
-    command is killed when the connection goes away."""
-    if not argv or not all(isinstance(a, str) and a for a in argv):
-        raise UsageError("argv must be a non-empty sequence of non-empty strings")
-    command = tuple(argv)
-
-    async def run(identity: Identity, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        base = session_environment(base_env)
-        if process.term_type:
-            base["TERM"] = process.term_type
-        env = identity_environment(identity, base)
-        child = await asyncio.create_subprocess_exec(
-            *command,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-            start_new_session=True,
-        )
-        assert child.stdin is not None and child.stdout is not None and child.stderr is not None
-        feeding = asyncio.ensure_future(_feed(process, child.stdin))
-        try:
-            await asyncio.gather(_pump(child.stdout, process.stdout), _pump(child.stderr, process.stderr))
-            status = await child.wait()
-        finally:
-            feeding.cancel()
-            if child.returncode is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.pid, signal.SIGKILL)
-                await child.wait()
-        return status if status >= 0 else 128 - status
-
-    return run
-
-
-async def _feed(process: asyncssh.SSHServerProcess[bytes], stdin: asyncio.StreamWriter) -> None:
-    try:
-        while True:
-            try:
-                data = await process.stdin.read(65536)
-            except asyncssh.TerminalSizeChanged:
-                continue
-            if not data:
-                break
-            stdin.write(data)
-            await stdin.drain()
-    except (OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.SignalReceived):
-        pass
-    finally:
-        with contextlib.suppress(OSError):
-            stdin.close()
-
-
-async def _pump(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
-    while chunk := await source.read(65536):
-        try:
-            sink.write(chunk)
-            await sink.drain()
-        except (OSError, asyncssh.Error):
-            return  # the client is gone; the command is killed when the channel closes
