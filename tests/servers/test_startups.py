@@ -38,6 +38,8 @@ def limits(**kwargs: Any) -> ServerConfig:
 def test_random_early_drop_between_start_and_full() -> None:
     chances = [0.0]
     startups = Startups(limits(max_startups=(2, 50, 4)), chance=lambda: chances[0])
+    for n in (9, 10, 11):  # failing sources: the random early drop applies to them
+        startups.penalise(f"192.0.2.{n}", 1)
     held = [startups.admit(f"192.0.2.{n}") for n in range(2)]
     assert all(isinstance(t, Ticket) for t in held)
     # 2 open: a drop with probability 50%
@@ -61,6 +63,20 @@ def test_random_early_drop_between_start_and_full() -> None:
         ticket.leave()
         ticket.leave()  # once only
     assert startups.unauthenticated == 0
+
+
+def test_a_clean_source_is_dropped_at_full_only() -> None:
+    now = [100.0]
+    startups = Startups(limits(max_startups=(2, 100, 4)), chance=lambda: 0.0, clock=lambda: now[0])
+    held = [startups.admit("192.0.2.1"), startups.admit("192.0.2.2")]
+    assert isinstance(startups.admit("192.0.2.3"), Ticket), "clean: past start, below full"
+    assert startups.admit("192.0.2.3") == "max-startups", "a second connection of its own: not clean"
+    startups.penalise("192.0.2.4", 1)
+    assert startups.admit("192.0.2.4") == "max-startups", "a penalty: not clean"
+    now[0] += 2  # the penalty ran down
+    assert isinstance(startups.admit("192.0.2.4"), Ticket)
+    assert startups.admit("192.0.2.5") == "max-startups", "full"
+    assert len(held) == 2
 
 
 def test_per_source_limit_counts_an_ipv6_64_as_one_source() -> None:

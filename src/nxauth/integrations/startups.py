@@ -6,9 +6,12 @@ succeeds (or it ends).  Before the SSH handshake, a new connection is
 dropped when:
 
 - ``server.max_startups`` (sshd's ``MaxStartups start:rate:full``): with
-  ``start`` or more unauthenticated connections, it is dropped with
+  ``full`` unauthenticated connections, always; with ``start`` or more, with
   probability ``rate``% rising linearly to 100% at ``full`` (random early
-  drop: a flood cannot tell which of its connections will be kept);
+  drop: a flood cannot tell which of its connections will be kept) — unlike
+  sshd, only when its source is not *clean*: a source without a penalty and
+  without another unauthenticated connection is dropped at ``full`` only,
+  so that a flood from failing sources does not drop its users at random;
 - ``server.per_source_max_startups`` (sshd's ``PerSourceMaxStartups``): its
   source already has that many unauthenticated connections;
 - ``server.penalties`` (sshd's ``PerSourcePenalties``): its source is
@@ -112,7 +115,7 @@ class Startups:
                 word = "penalised"
             elif cfg.per_source_max_startups and self._per_source.get(source, 0) >= cfg.per_source_max_startups:
                 word = "per-source-max-startups"
-            elif self._over_max_startups():
+            elif self._over_max_startups(clean=(until is None or until <= now) and source not in self._per_source):
                 word = "max-startups"
             if word is None:
                 self._total += 1
@@ -127,12 +130,12 @@ class Startups:
                 self._logged_at, self._unlogged = now, 0
             return word
 
-    def _over_max_startups(self) -> bool:
+    def _over_max_startups(self, *, clean: bool) -> bool:
         start, rate, full = self.config.max_startups
-        if self._total < start:
-            return False
         if self._total >= full:
             return True
+        if self._total < start or clean:  # a clean source is dropped at full only
+            return False
         # sshd's random early drop: rate% at start, rising linearly to 100% at full
         span = full - start
         chance = (rate + (100 - rate) * (self._total - start) / span) / 100 if span else 1.0
