@@ -9,9 +9,9 @@ dropped when:
   ``full`` unauthenticated connections, always; with ``start`` or more, with
   probability ``rate``% rising linearly to 100% at ``full`` (random early
   drop: a flood cannot tell which of its connections will be kept) — unlike
-  sshd, only when its source is not *clean*: a source without a penalty and
-  without another unauthenticated connection is dropped at ``full`` only,
-  so that a flood from failing sources does not drop its users at random;
+  sshd, only when its source is not *clean*: a source without a penalty is
+  dropped at ``full`` only (and by its own limit, below), so that a flood
+  from failing sources does not drop the users at random;
 - ``server.per_source_max_startups`` (sshd's ``PerSourceMaxStartups``): its
   source already has that many unauthenticated connections;
 - ``server.penalties`` (sshd's ``PerSourcePenalties``): its source is
@@ -115,7 +115,7 @@ class Startups:
                 word = "penalised"
             elif cfg.per_source_max_startups and self._per_source.get(source, 0) >= cfg.per_source_max_startups:
                 word = "per-source-max-startups"
-            elif self._over_max_startups(clean=(until is None or until <= now) and source not in self._per_source):
+            elif self._over_max_startups(clean=until is None or until <= now):
                 word = "max-startups"
             if word is None:
                 self._total += 1
