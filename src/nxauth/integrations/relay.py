@@ -29,6 +29,7 @@ from nxauth.codes import Method, Outcome
 from nxauth.core.authenticator import runtime_of
 from nxauth.integrations.asyncssh_client import ClientChannel, HostKeyMismatch, connect_client
 from nxauth.integrations.protocol import TEXTS, AsyncDialogue, ClientGone, Code
+from nxauth.integrations.session_command import client_input
 from nxauth.model import AuthEvent, Identity, Reason, Secret
 
 if TYPE_CHECKING:
@@ -200,14 +201,8 @@ async def _pipe(channel: ClientChannel, process: asyncssh.SSHServerProcess[bytes
     """Both ways until the node's session ends; its exit status."""
 
     async def upstream() -> None:
-        with contextlib.suppress(OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.SignalReceived):
-            while True:
-                try:
-                    data = await process.stdin.read(65536)
-                except asyncssh.TerminalSizeChanged:
-                    continue
-                if not data:
-                    break
+        with contextlib.suppress(OSError, asyncssh.Error):
+            async for data in client_input(process):
                 await channel.write(data)
         channel.close_input()
 

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from typing import Final
 
 import asyncssh
@@ -16,7 +16,7 @@ from nxauth.errors import UsageError
 from nxauth.integrations.protocol import identity_environment
 from nxauth.model import Identity
 
-__all__ = ["INHERITED_ENV", "SessionHandler", "command_handler", "session_environment"]
+__all__ = ["INHERITED_ENV", "SessionHandler", "client_input", "command_handler", "session_environment"]
 
 #: ``handler(identity, process)``: runs after stage 2 succeeded; returns the exit status (``None``: 0).
 SessionHandler = Callable[[Identity, "asyncssh.SSHServerProcess[bytes]"], Awaitable[int | None]]
@@ -75,18 +75,26 @@ def command_handler(argv: Sequence[str], *, base_env: Mapping[str, str] | None =
     return run
 
 
-async def _feed(process: asyncssh.SSHServerProcess[bytes], stdin: asyncio.StreamWriter) -> None:
-    try:
+async def client_input(process: asyncssh.SSHServerProcess[bytes]) -> AsyncIterator[bytes]:
+    """The client's input on the channel, chunk by chunk, until its end (a
+    terminal resize is skipped; a break, a signal or a broken channel ends it)."""
+    with contextlib.suppress(OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.SignalReceived):
         while True:
             try:
                 data = await process.stdin.read(65536)
             except asyncssh.TerminalSizeChanged:
                 continue
             if not data:
-                break
+                return
+            yield data
+
+
+async def _feed(process: asyncssh.SSHServerProcess[bytes], stdin: asyncio.StreamWriter) -> None:
+    try:
+        async for data in client_input(process):
             stdin.write(data)
             await stdin.drain()
-    except (OSError, asyncssh.Error, asyncssh.BreakReceived, asyncssh.SignalReceived):
+    except OSError:
         pass
     finally:
         with contextlib.suppress(OSError):
