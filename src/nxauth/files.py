@@ -134,6 +134,8 @@ def make_dirs(path: str | os.PathLike[str], mode: int = DIR_MODE) -> None:
     probe = target
     while not probe.is_dir():
         if os.path.lexists(probe):
+            if probe.is_dir():  # created by another process since the check above
+                break
             raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", os.fspath(probe))
         missing.append(probe)
         if probe.parent == probe:

@@ -58,6 +58,25 @@ def test_existing_paths_keep_their_mode(tmp_path: Path) -> None:
     assert _mode(tmp_path / "d" / "e") == 0o700
 
 
+def test_a_directory_another_process_creates_meanwhile_is_used(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The race CI met with processes opening one new store: the directory
+    was missing at the first check and existed at the second."""
+    target = tmp_path / "state"
+    real = os.path.lexists
+
+    def lexists(path: object) -> bool:
+        if Path(str(path)) == target and not target.exists():
+            target.mkdir(mode=0o700)  # the other process, between the two checks
+        return real(path)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os.path, "lexists", lexists)
+    make_dirs(target / "sub")
+    assert (target / "sub").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(NotADirectoryError):
+        make_dirs(tmp_path / "file" / "sub")
+
+
 def test_write_file_never_replaces_unless_asked(tmp_path: Path) -> None:
     target = tmp_path / "key"
     assert write_file(target, b"first", 0o600)
