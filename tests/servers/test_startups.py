@@ -7,6 +7,8 @@ connections from several loopback addresses, with asyncssh's client."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
 import logging
 import socket
 import time
@@ -20,7 +22,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nxauth
-from nxauth.config import ServerConfig
+from nxauth import Peer
+from nxauth.config import ServerConfig, ThrottleConfig
+from nxauth.core.throttle import Throttle
 from nxauth.integrations.startups import Startups, Ticket
 from tests.servers.test_asyncssh_server import Running, embedded, host_key, loop_thread  # noqa: F401
 from tests.support.keys import TransportKey
@@ -39,7 +43,7 @@ def test_random_early_drop_between_start_and_full() -> None:
     chances = [0.0]
     startups = Startups(limits(max_startups=(2, 50, 4)), chance=lambda: chances[0])
     for n in (9, 10, 11):  # failing sources: the random early drop applies to them
-        startups.penalise(f"192.0.2.{n}", 1)
+        startups.penalise(Peer(f"192.0.2.{n}", 1), 1)
     held = [startups.admit(f"192.0.2.{n}") for n in range(2)]
     assert all(isinstance(t, Ticket) for t in held)
     # 2 open: a drop with probability 50%
@@ -70,7 +74,7 @@ def test_a_clean_source_is_dropped_at_full_only() -> None:
     startups = Startups(limits(max_startups=(2, 100, 4)), chance=lambda: 0.0, clock=lambda: now[0])
     held = [startups.admit("192.0.2.1"), startups.admit("192.0.2.2")]
     assert isinstance(startups.admit("192.0.2.3"), Ticket), "clean: past start, below full"
-    startups.penalise("192.0.2.4", 1)
+    startups.penalise(Peer("192.0.2.4", 1), 1)
     assert startups.admit("192.0.2.4") == "max-startups", "a penalty: not clean"
     now[0] += 2  # the penalty ran down
     assert isinstance(startups.admit("192.0.2.4"), Ticket)
@@ -92,14 +96,14 @@ def test_penalties_add_up_to_the_cap_block_above_min_and_run_down() -> None:
     now = [100.0]
     startups = Startups(limits(penalty_min=15, penalty_max=60), clock=lambda: now[0])
     for _ in range(3):
-        startups.penalise("192.0.2.7", 5)
+        startups.penalise(Peer("192.0.2.7", 1), 5)
     assert startups.penalty("192.0.2.7") == 15
     assert isinstance(startups.admit("192.0.2.7"), Ticket), "at min, not above it: still admitted"
-    startups.penalise("192.0.2.7", 5)
+    startups.penalise(Peer("192.0.2.7", 1), 5)
     assert startups.admit("192.0.2.7") == "penalised"
     assert isinstance(startups.admit("192.0.2.8"), Ticket), "another source is not concerned"
     for _ in range(100):
-        startups.penalise("192.0.2.7", 5)
+        startups.penalise(Peer("192.0.2.7", 1), 5)
     assert startups.penalty("192.0.2.7") == 60
     now[0] += 44
     assert startups.admit("192.0.2.7") == "penalised"
@@ -108,14 +112,16 @@ def test_penalties_add_up_to_the_cap_block_above_min_and_run_down() -> None:
     assert startups.dropped["penalised"] == 2
 
 
-def test_exempt_networks_and_disabled_penalties_are_never_penalised() -> None:
-    import ipaddress
-
-    startups = Startups(limits(), exempt=(ipaddress.ip_network("10.0.0.0/8"),))
-    startups.penalise("10.1.2.3", 600)
-    assert startups.penalty("10.1.2.3") == 0
+def test_exempt_peers_and_disabled_penalties_are_never_penalised() -> None:
+    throttle = Throttle(lambda: None, ThrottleConfig(exempt=(ipaddress.ip_network("10.0.0.0/8"),)))  # type: ignore[arg-type,return-value]
+    startups = Startups(limits(), exempt=throttle.exempt)  # the server's: the throttle's own check
+    startups.penalise(Peer.coerce(("10.1.2.3", 1)), 600)
+    startups.penalise(Peer.coerce(("::ffff:10.1.2.4", 1)), 600)  # IPv4-mapped: the same address
+    assert startups.penalty("10.1.2.3") == startups.penalty("10.1.2.4") == 0
+    startups.penalise(Peer("192.0.2.1", 1), 600)
+    assert startups.penalty("192.0.2.1") > 0
     off = Startups(limits(penalties=False))
-    off.penalise("192.0.2.1", 600)
+    off.penalise(Peer("192.0.2.1", 1), 600)
     assert isinstance(off.admit("192.0.2.1"), Ticket)
 
 
@@ -138,7 +144,7 @@ def test_the_penalty_book_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("nxauth.integrations.startups.MAX_PENALISED", 100)
     startups = Startups(limits())
     for n in range(1000):
-        startups.penalise(f"198.51.{n // 250}.{n % 250}", 10 + n)
+        startups.penalise(Peer(f"198.51.{n // 250}.{n % 250}", 1), 10 + n)
     assert len(startups._penalised) <= 101
     assert startups.penalty("198.51.3.249") > 0, "the longest penalties are the ones kept"
 
@@ -317,3 +323,31 @@ def test_the_configuration_reaches_the_server(embedded: Callable[..., Running], 
     srv = embedded({"server": {"max_startups": "5:40:50", "per_source_max_startups": 0, "penalties": False}})
     cfg = srv.server.startups.config
     assert (cfg.max_startups, cfg.per_source_max_startups, cfg.penalties) == ((5, 40, 50), 0, False)
+
+
+def test_a_login_that_ends_after_the_grace_time_runs_no_session(
+    embedded: Callable[..., Running],  # noqa: F811
+    make_auth: Callable[..., nxauth.Authenticator],
+    transport_key: TransportKey,
+) -> None:
+    """sshd's grace alarm ends the connection, whatever the login does after:
+    a right password whose check ends past the grace time starts no session
+    (the closed connection cancels the login, which takes its identity back)."""
+    from nxauth.testing import MemoryBackend
+
+    class Slow:
+        inner = MemoryBackend({"alice": "wonderland"})
+
+        def authenticate(self, attempt: nxauth.Attempt) -> nxauth.Verdict:
+            time.sleep(1.5)
+            return self.inner.authenticate(attempt)
+
+        def check_account(self, identity: nxauth.Identity) -> nxauth.Verdict:
+            return self.inner.check_account(identity)
+
+    auth = make_auth({"server": {"login_grace_time": 1}}, backends={"mem": Slow()})
+    srv = embedded(auth=auth)
+    with contextlib.suppress(OSError, asyncssh.Error):  # what the client sees depends on the race
+        login(srv.port, transport_key, "127.0.0.9", ("alice", "wonderland"))
+    srv.settle()
+    assert srv.identities == [], "the handler ran past the grace time"

@@ -145,7 +145,6 @@ class _Connection(asyncssh.SSHServer):
         self._grace: asyncio.TimerHandle | None = None  # server.login_grace_time
         self._grace_exceeded = False
         self._ticket: Ticket | None = None  # its place among the unauthenticated connections
-        self._host: str | None = None
         # stage-1 calls running in a worker thread: the connection's end waits for them
         self._stage1: list[concurrent.futures.Future[bool]] = []
         loop = asyncio.get_running_loop()
@@ -163,7 +162,7 @@ class _Connection(asyncssh.SSHServer):
         if isinstance(ticket, str):  # a pre-authentication limit (startups.py): no session, no event
             conn.abort()
             return
-        self._ticket, self._host = ticket, host
+        self._ticket = ticket
         self._grace = asyncio.get_running_loop().call_later(self._server.startups.config.login_grace_time, self._late)
         try:
             self._session = self._auth.open_session((str(peer[0]), int(peer[1])))
@@ -196,11 +195,11 @@ class _Connection(asyncssh.SSHServer):
             self._ticket.leave()  # ended unauthenticated: its source's penalty grows (sshd's PerSourcePenalties)
             cfg = self._server.startups.config
             session = self._session
-            failed = session is not None and session.attempts > 0
-            seconds = (
-                cfg.penalty_authfail if failed else cfg.penalty_grace if self._grace_exceeded else cfg.penalty_noauth
-            )
-            self._server.startups.penalise(self._host, seconds)
+            if session is not None:  # (always: a ticket comes with a session)
+                failed = session.attempts > 0
+                grace = self._grace_exceeded
+                seconds = cfg.penalty_authfail if failed else cfg.penalty_grace if grace else cfg.penalty_noauth
+                self._server.startups.penalise(session.peer, seconds)  # the peer as the throttle sees it
         if self._channel_task is not None and not self._channel_task.done():
             self._channel_task.cancel()
         session = self._session
@@ -435,7 +434,7 @@ class NxauthServer:
         self._connections: set[_Connection] = set()
         config = authenticator.config
         #: the limits before stage 2 succeeds (sshd's MaxStartups, PerSourcePenalties, ...)
-        self.startups = Startups(config.server, exempt=config.throttle.exempt)
+        self.startups = Startups(config.server, exempt=runtime_of(authenticator).throttle.exempt)
 
     def __repr__(self) -> str:
         return f"NxauthServer(addresses={self.addresses!r}, connections={len(self._connections)})"

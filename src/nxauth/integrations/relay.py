@@ -46,12 +46,13 @@ NODE_ATTEMPTS: Final = 3
 NODE_QUESTIONS: Final = 8
 
 
-class _NodeEnded(Exception):
-    """The node closed the channel or answered something the protocol has no place for."""
+class _NodeFailed(Exception):
+    """The node closed the channel, answered something the protocol has no
+    place for, or asked too many questions; ``detail`` is the audit word."""
 
-
-class _TooManyQuestions(Exception):
-    """The node asked more than :data:`NODE_QUESTIONS` questions."""
+    def __init__(self, detail: str = "node-protocol-error") -> None:
+        super().__init__(detail)
+        self.detail = detail
 
 
 @final
@@ -130,9 +131,8 @@ class Relay:
                 return EXIT_RELAY_FAILED
             self._emit(identity, node.name, Outcome.ACCEPTED, Reason.OK, "relayed")
             return await _pipe(channel, process)
-        except (_NodeEnded, _TooManyQuestions) as exc:
-            detail = "node-too-many-questions" if isinstance(exc, _TooManyQuestions) else "node-protocol-error"
-            self._emit(identity, node.name, Outcome.FAILED, Reason.BACKEND_ERROR, detail)
+        except _NodeFailed as exc:
+            self._emit(identity, node.name, Outcome.FAILED, Reason.BACKEND_ERROR, exc.detail)
             with contextlib.suppress(ClientGone):
                 await dialogue.tell(Code.NODE_REFUSED, TEXTS[Code.NODE_REFUSED])
             return EXIT_RELAY_FAILED
@@ -163,7 +163,7 @@ class Relay:
             while True:
                 raw = await channel.readline()
                 if not raw:
-                    raise _NodeEnded
+                    raise _NodeFailed
                 line = raw.decode("utf-8", "replace").rstrip("\r\n")
                 code, _, text = line.removeprefix("NX> ").partition(" ")
                 if code in {"100", "401"}:
@@ -182,7 +182,7 @@ class Relay:
                 elif code in ("103", "104"):
                     questions += 1
                     if questions > NODE_QUESTIONS:  # a node asking forever: never spam the client
-                        raise _TooManyQuestions
+                        raise _NodeFailed("node-too-many-questions")
                     answer = await dialogue.ask(Code(int(code)), _clean(text), echo=code == "104")
                     await channel.write(answer.encode("utf-8", "surrogatepass") + b"\n")
                 elif code == "200":
@@ -190,7 +190,7 @@ class Relay:
                 elif code in ("403", "408", "400", "500", "999"):
                     return False
                 else:
-                    raise _NodeEnded
+                    raise _NodeFailed
 
 
 def _clean(text: str) -> str:

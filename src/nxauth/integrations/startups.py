@@ -31,16 +31,16 @@ count (logger ``nxauth.server``).
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Final, final
 
-from nxauth.admission import NO_SOURCE, source_key
+from nxauth.admission import NO_SOURCE, Admission, source_key
 from nxauth.config import ServerConfig
+from nxauth.model import Peer
 
 __all__ = ["Startups", "Ticket"]
 
@@ -81,12 +81,12 @@ class Startups:
         self,
         config: ServerConfig,
         *,
-        exempt: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network] = (),
+        exempt: Callable[[Peer], bool] = lambda peer: False,
         clock: Callable[[], float] = time.monotonic,
         chance: Callable[[], float] = random.random,
     ) -> None:
         self.config = config
-        self._exempt = tuple(exempt)
+        self._exempt = exempt  # the throttle's: Throttle.exempt
         self._clock = clock
         self._chance = chance
         self._lock = threading.Lock()
@@ -105,7 +105,7 @@ class Startups:
     def admit(self, host: str | None) -> Ticket | str:
         """A :class:`Ticket` for a new connection from ``host``, or the word
         of the limit that drops it."""
-        source = (source_key(host) if host else None) or NO_SOURCE
+        source = _source(host)
         cfg = self.config
         with self._lock:
             now = self._clock()
@@ -150,12 +150,12 @@ class Startups:
             else:
                 del self._per_source[source]
 
-    def penalise(self, host: str | None, seconds: float) -> None:
-        """Add ``seconds`` to the source's penalty (capped at ``penalty_max``)."""
+    def penalise(self, peer: Peer, seconds: float) -> None:
+        """Add ``seconds`` to ``peer``'s source's penalty (capped at ``penalty_max``)."""
         cfg = self.config
-        if not cfg.penalties or seconds <= 0 or self._is_exempt(host):
+        if not cfg.penalties or seconds <= 0 or self._exempt(peer):
             return
-        source = (source_key(host) if host else None) or NO_SOURCE
+        source = Admission.source_of(peer)
         with self._lock:
             now = self._clock()
             until = max(self._penalised.get(source, now), now) + seconds
@@ -165,7 +165,7 @@ class Startups:
 
     def penalty(self, host: str | None) -> float:
         """Seconds of penalty the source has left."""
-        source = (source_key(host) if host else None) or NO_SOURCE
+        source = _source(host)
         with self._lock:
             return max(0.0, self._penalised.get(source, 0.0) - self._clock())
 
@@ -177,11 +177,7 @@ class Startups:
             for source in soonest[: len(soonest) - MAX_PENALISED // 2]:
                 del self._penalised[source]
 
-    def _is_exempt(self, host: str | None) -> bool:
-        if not host or not self._exempt:
-            return False
-        try:
-            address = ipaddress.ip_address(host)
-        except ValueError:
-            return False
-        return any(address in network for network in self._exempt)
+
+def _source(host: str | None) -> str:
+    """The source of a connection's address (the throttle's key)."""
+    return (source_key(host) if host else None) or NO_SOURCE

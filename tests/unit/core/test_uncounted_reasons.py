@@ -75,28 +75,9 @@ def test_a_password_checked_after_an_uncounted_failure_is_counted(
 
 def test_an_uncounted_failure_alone_is_still_not_counted(tmp_path: object) -> None:
     """Nothing judged the password: a client without a conversation does not lock itself out."""
-    key = TransportKey()
-    auth = nxauth.Authenticator(
-        {
-            "state_dir": str(tmp_path),
-            "transport": {"key_sources": ["keys"]},
-            "throttle": {"max_user_failures": LIMIT},
-            "auth": [{"use": "first"}],
-            "account": [{"use": "dir"}],
-        },
-        backends={"keys": ListKeySource(key.line), "dir": Directory(), "first": Asks()},
-        entry_points=False,
+    reasons = reasons_of_ten_logins(
+        tmp_path, [{"use": "first"}], [{"use": "dir"}], {"dir": Directory(), "first": Asks()}, "guess"
     )
-    try:
-        reasons = set()
-        for _ in range(10):
-            session = auth.open_session(peer=("198.51.100.7", 1))
-            session.check_transport_key("nx", key.line)
-            with pytest.raises(AuthenticationFailed) as failed:
-                session.login("alice", "guess")
-            reasons.add(failed.value.reason)
-    finally:
-        auth.close()
     assert reasons == {Reason.CONVERSATION_UNAVAILABLE}  # never locked-out
 
 
@@ -111,26 +92,41 @@ class Allows:
 def test_a_right_password_whose_second_factor_cannot_be_asked_is_not_counted(tmp_path: object) -> None:
     """The password allowed, the code never asked (no conversation, a client
     gone at the prompt): not a wrong guess, so no lockout of the user."""
+    reasons = reasons_of_ten_logins(
+        tmp_path, [{"use": "pw"}, {"use": "otp"}], [{"use": "pw"}], {"pw": Allows(), "otp": Asks()}, "right"
+    )
+    assert reasons == {Reason.CONVERSATION_UNAVAILABLE}
+
+
+def reasons_of_ten_logins(
+    tmp_path: object,
+    auth_stack: list[dict[str, str]],
+    account: list[dict[str, str]],
+    backends: dict[str, object],
+    password: str,
+) -> set[Reason]:
+    """Ten failing logins of alice from one address, with the throttle's
+    limit at LIMIT: the reasons they were denied for."""
     key = TransportKey()
     auth = nxauth.Authenticator(
         {
             "state_dir": str(tmp_path),
             "transport": {"key_sources": ["keys"]},
             "throttle": {"max_user_failures": LIMIT},
-            "auth": [{"use": "pw"}, {"use": "otp"}],
-            "account": [{"use": "pw"}],
+            "auth": auth_stack,
+            "account": account,
         },
-        backends={"keys": ListKeySource(key.line), "pw": Allows(), "otp": Asks()},
+        backends={"keys": ListKeySource(key.line), **backends},
         entry_points=False,
     )
+    reasons = set()
     try:
-        reasons = set()
         for _ in range(10):
             session = auth.open_session(peer=("198.51.100.7", 1))
             session.check_transport_key("nx", key.line)
             with pytest.raises(AuthenticationFailed) as failed:
-                session.login("alice", "right")
+                session.login("alice", password)
             reasons.add(failed.value.reason)
     finally:
         auth.close()
-    assert reasons == {Reason.CONVERSATION_UNAVAILABLE}
+    return reasons

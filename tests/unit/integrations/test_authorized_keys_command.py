@@ -4,7 +4,6 @@ its audit, and its lean start-up; and ``nxauth sshd-config``."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -139,32 +138,8 @@ def test_lean_start_up_loads_no_plugin_machinery(deployed: Path, transport_key: 
     assert result.stderr.strip() == "0 [] False"
 
 
-def test_a_plugin_key_source_takes_the_full_path(tmp_path: Path, transport_key: TransportKey) -> None:
-    plugin = tmp_path / "memkeys.py"
-    plugin.write_text(
-        "import nxauth\n"
-        "from nxauth.keys.authorized_keys import parse_authorized_key\n"
-        f"LINE = {transport_key.line!r}\n"
-        "class Source:\n"
-        "    def authorized_keys(self, account):\n"
-        "        return [parse_authorized_key('restrict ' + LINE)]\n"
-        "@nxauth.hookimpl\n"
-        "def nxauth_register_backends(registry):\n"
-        "    registry.add('memkeys', lambda context: Source())\n"
-    )
-    # an installed distribution with an entry point, as a third party ships it
-    dist = tmp_path / "memkeys-1.0.dist-info"
-    dist.mkdir()
-    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: memkeys\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[nxauth]\nmemkeys = memkeys\n")
-    config = tmp_path / "nxauth.toml"
-    config.write_text(
-        f'state_dir = "{tmp_path / "state"}"\n[transport]\nkey_sources = ["mine"]\n[backends.mine]\nkind = "memkeys"\n'
-    )
-    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
-    result = run(config, "nx", *transport_key.line.split()[:2], env=env)
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.startswith("restrict ssh-ed25519 ")
+# A key source from a plugin (the full path, the plugin manager loaded): test_authorized_keys_imports.py,
+# test_a_key_source_from_a_plugin_takes_the_full_path (the same command, its modules and its event too).
 
 
 def test_sshd_config_block(tmp_path: Path) -> None:
